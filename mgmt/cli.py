@@ -1,0 +1,36 @@
+"""The `skiff` console command. Each subcommand lives with the code it drives
+and exposes ``register(subparsers)``; this module only wires them together."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from appliances.agent import cli as agent_cli
+from appliances.lab import cli as lab_cli
+from appliances.router import cli as router_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skiff",
+        description="Skiff: system-VM appliances and their management server.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    agent_cli.register(sub)
+    router_cli.register(sub)
+    lab_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
