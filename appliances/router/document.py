@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from appliances.common.types import (
     CidrV4,
     DomainName,
-    Hostname,
     HostIPv4,
+    Hostname,
     IcmpValue,
     IfName,
     Mac,
@@ -167,17 +167,19 @@ class PortForward(_Model):
 
     @model_validator(mode="after")
     def _ranges_match(self) -> Self:
-        pub_end = self.public_end or self.public_start
-        guest_end = self.guest_end or self.guest_start
-        if pub_end < self.public_start:
-            raise ValueError(f"public_end {pub_end} is below public_start {self.public_start}")
-        if guest_end < self.guest_start:
-            raise ValueError(f"guest_end {guest_end} is below guest_start {self.guest_start}")
-        if pub_end - self.public_start != guest_end - self.guest_start:
-            raise ValueError(
-                f"public range {self.public_start}-{pub_end} and guest range "
-                f"{self.guest_start}-{guest_end} must be the same size"
-            )
+        pub_start, pub_end = self.public_range
+        if pub_end < pub_start:
+            raise ValueError(f"public_end {pub_end} is below public_start {pub_start}")
+        if self.guest_end is not None:
+            if self.guest_end < self.guest_start:
+                raise ValueError(f"guest_end {self.guest_end} is below guest_start {self.guest_start}")
+            if pub_end - pub_start != self.guest_end - self.guest_start:
+                raise ValueError(
+                    f"public range {pub_start}-{pub_end} and guest range "
+                    f"{self.guest_start}-{self.guest_end} must be the same size"
+                )
+        elif self.guest_start + (pub_end - pub_start) > 65535:
+            raise ValueError(f"guest range starting at {self.guest_start} would pass port 65535")
         return self
 
     @property
@@ -186,7 +188,9 @@ class PortForward(_Model):
 
     @property
     def guest_range(self) -> tuple[int, int]:
-        return self.guest_start, self.guest_end or self.guest_start
+        """The guest ports; guest_end defaults to a range as long as the public one."""
+        start, end = self.public_range
+        return self.guest_start, self.guest_end or self.guest_start + (end - start)
 
 
 class StaticNat(_Model):

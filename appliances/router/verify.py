@@ -179,6 +179,13 @@ def _ingress(doc: RouterDocument) -> Iterator[FieldError]:
     yield from _duplicates(
         ((f"ingress_rules.{n}.id", r.id) for n, r in enumerate(doc.ingress_rules)), "the same id"
     )
+    yield from _conflicts(
+        "ingress_rules",
+        (
+            (n, (r.public_ip, r.protocol), _match_range(r), [(c,) for c in r.source_cidrs])
+            for n, r in enumerate(doc.ingress_rules)
+        ),
+    )
 
 
 def _egress(doc: RouterDocument) -> Iterator[FieldError]:
@@ -192,6 +199,62 @@ def _egress(doc: RouterDocument) -> Iterator[FieldError]:
     yield from _duplicates(
         ((f"egress.rules.{n}.id", r.id) for n, r in enumerate(doc.egress.rules)), "the same id"
     )
+    yield from _conflicts(
+        "egress.rules",
+        (
+            (n, (r.protocol,), _match_range(r),
+             [(s, d) for s in r.source_cidrs or [guest] for d in r.destination_cidrs])
+            for n, r in enumerate(doc.egress.rules)
+        ),
+    )
+
+
+def _match_range(rule) -> tuple[tuple[int, int], ...]:
+    """What a rule matches besides addresses, as ranges: ports, or ICMP type and code."""
+    if rule.protocol in ("tcp", "udp"):
+        return (rule.port_range,)
+    if rule.protocol == "icmp":
+        t = (0, 255) if rule.icmp_type in (None, -1) else (rule.icmp_type, rule.icmp_type)
+        c = (0, 255) if rule.icmp_code in (None, -1) else (rule.icmp_code, rule.icmp_code)
+        return (t, c)
+    return ((0, 0),)
+
+
+def _overlap(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> bool:
+    return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b, strict=True))
+
+
+def _conflicts(where: str, rules) -> Iterator[FieldError]:
+    """Rules that match the same packets conflict (CloudStack refuses them too), and the
+    kernel's interval sets refuse overlapping elements. A sweep by range start keeps
+    the usual case (distinct ports) at O(n log n)."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for n, key, match, cidr_tuples in rules:
+        groups[key].append((match, n, cidr_tuples))
+    for items in groups.values():
+        items.sort(key=lambda item: item[0][0][0])
+        active: list = []
+        for match, n, cidrs in items:
+            active = [a for a in active if a[0][0][1] >= match[0][0]]
+            clash = _cidr_clash(cidrs, cidrs, same=True)
+            if clash:
+                yield FieldError(f"{where}.{n}", f"its own entries overlap ({clash})")
+            for other_match, m, other_cidrs in active:
+                clash = _overlap(match, other_match) and _cidr_clash(cidrs, other_cidrs)
+                if clash:
+                    yield FieldError(f"{where}.{n}", f"overlaps {where}.{m} ({clash})")
+                    break
+            active.append((match, n, cidrs))
+
+
+def _cidr_clash(a: list[tuple], b: list[tuple], same: bool = False) -> str | None:
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            if same and j <= i:
+                continue
+            if all(p.overlaps(q) for p, q in zip(x, y, strict=True)):
+                return " and ".join(" -> ".join(str(c) for c in t) for t in (x, y))
+    return None
 
 
 def _port_forwards(doc: RouterDocument) -> Iterator[FieldError]:
@@ -205,6 +268,9 @@ def _port_forwards(doc: RouterDocument) -> Iterator[FieldError]:
         if pf.public_ip in static:
             yield FieldError(f"{loc}.public_ip", f"{pf.public_ip} is used for static NAT")
         yield from _in_guest(doc, pf.guest_ip, f"{loc}.guest_ip")
+        clash = _cidr_clash([(c,) for c in pf.source_cidrs], [(c,) for c in pf.source_cidrs], True)
+        if clash:
+            yield FieldError(f"{loc}.source_cidrs", f"entries overlap ({clash})")
         start, end = pf.public_range
         if start != pf.guest_start and end > start:
             expanded += end - start + 1

@@ -1,0 +1,163 @@
+"""The agent's HTTP API (aiohttp), served only over mutual TLS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from aiohttp import web
+
+from appliances.agent.pipeline import Applier, GenerationConflict
+from appliances.agent.service import AgentContext
+from appliances.agent.store import DocumentStore
+from appliances.agent.tls import server_context
+from appliances.common.errors import ApplyError, DocumentError
+from appliances.roles import ROLES
+
+log = logging.getLogger("skiff.agent")
+
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+
+APPLIER = web.AppKey("applier", Applier)
+INFO = web.AppKey("info", dict)
+
+
+def _version() -> str:
+    try:
+        return version("skiff")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _json(data: dict, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def status(request: web.Request) -> web.Response:
+    applier = request.app[APPLIER]
+    info = request.app[INFO]
+    return _json(
+        {
+            **info,
+            "uptime_s": round(time.monotonic() - info["started"], 1),
+            "applied_generation": applier.generation,
+            "document_hash": applier.document_hash,
+            "last_error": applier.last_error,
+            "services": applier.status(),
+        }
+    )
+
+
+async def get_config(request: web.Request) -> web.Response:
+    applier = request.app[APPLIER]
+    if applier.document_data is None:
+        return _json({"error": "no document has been applied yet"}, 404)
+    return _json(applier.document_data)
+
+
+async def put_config(request: web.Request) -> web.Response:
+    applier = request.app[APPLIER]
+    try:
+        data = await request.json(loads=json.loads)
+    except ValueError as exc:
+        return _json({"error": f"the body is not JSON: {exc}"}, 400)
+    try:
+        doc = applier.role.parse(data)
+    except DocumentError as exc:
+        return _json(
+            {"error": "invalid document", "errors": [e.as_dict() for e in exc.errors]}, 422
+        )
+    try:
+        outcome = await applier.apply(doc, data)
+    except GenerationConflict as exc:
+        return _json({"error": str(exc), "applied_generation": applier.generation}, 409)
+    except ApplyError as exc:
+        return _json(
+            {
+                "error": "apply failed; every service was returned to the last good document",
+                "service": exc.service,
+                "message": str(exc),
+                "output": exc.output,
+                "applied_generation": applier.generation,
+            },
+            500,
+        )
+    return _json(
+        {
+            "applied_generation": outcome.generation,
+            "changed": outcome.changed,
+            "services": outcome.services,
+            "elapsed_ms": round(outcome.elapsed_ms, 1),
+        }
+    )
+
+
+async def schema(request: web.Request) -> web.Response:
+    return _json(request.app[APPLIER].role.model.model_json_schema())
+
+
+def build_app(applier: Applier, info: dict) -> web.Application:
+    app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
+    app[APPLIER] = applier
+    app[INFO] = info
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/config", get_config)
+    app.router.add_put("/v1/config", put_config)
+    app.router.add_get("/v1/schema", schema)
+    return app
+
+
+async def serve(args: argparse.Namespace) -> None:
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)
+    ctx = AgentContext(args.appliance_id, state_dir, args.port)
+    role = ROLES[args.role]()
+    services = role.services(ctx)
+    applier = Applier(role, services, DocumentStore(state_dir))
+    info = {
+        "role": role.name,
+        "appliance_id": args.appliance_id,
+        "version": _version(),
+        "started": time.monotonic(),
+    }
+    for service in services:
+        await service.start()
+    await applier.restore()
+
+    ssl_ctx = server_context(args.ca, args.cert, args.key)
+    runner = web.AppRunner(build_app(applier, info), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.listen, args.port, ssl_context=ssl_ctx)
+    await site.start()
+    log.info("agent %s (%s) listening on https://%s:%s", args.appliance_id, role.name,
+             args.listen, args.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+    for service in reversed(services):
+        with contextlib.suppress(Exception):
+            await service.stop()
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args))
+    return 0

@@ -1,0 +1,7 @@
+"""Appliance roles by name. Every role runs the same agent."""
+
+from __future__ import annotations
+
+from appliances.router.role import RouterRole
+
+ROLES = {"router": RouterRole}

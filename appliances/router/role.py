@@ -1,0 +1,27 @@
+"""The router role: its document and the services that realise it, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliances.agent.service import AgentContext, Service
+from appliances.router.document import RouterDocument
+from appliances.router.services.dnsmasq import DnsmasqService
+from appliances.router.services.network import NetworkService
+from appliances.router.services.nftables import NftablesService
+from appliances.router.verify import parse_document
+
+
+class RouterRole:
+    name = "router"
+    model = RouterDocument
+
+    def parse(self, data: Any) -> RouterDocument:
+        return parse_document(data)
+
+    def services(self, ctx: AgentContext) -> list[Service]:
+        # Addresses first (dnsmasq binds to them), nftables before the daemons:
+        # its transaction is its own check, so a refusal there touches nothing.
+        return [NetworkService(ctx), NftablesService(ctx), DnsmasqService(ctx)]
+
+

@@ -1,0 +1,126 @@
+"""Interfaces, addresses, routes and forwarding of the router itself.
+
+Reads the kernel's state with ``ip -json`` and sends only the difference in one
+``ip -batch`` run. The control interface is never changed: it is how the
+management server reaches this agent, and it is configured at boot.
+Routes Skiff adds carry their own protocol number, so the ones that are no
+longer wanted can be found and removed without touching anybody else's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliances.agent.service import Change, Service
+from appliances.common.errors import ApplyError
+from appliances.common.proc import run
+from appliances.router.document import RouterDocument
+
+IP = "ip"
+ROUTE_PROTO = "186"  # marks routes owned by Skiff
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@dataclass
+class _Plan:
+    commands: list[str]
+    missing: list[str]
+
+
+class NetworkService(Service):
+    name = "network"
+
+    async def prepare(self, doc: RouterDocument) -> Change:
+        links = {link["ifname"]: link for link in await _ip_json("link", "show")}
+        addrs = {entry["ifname"]: entry for entry in await _ip_json("addr", "show")}
+        routes = await _ip_json("route", "show", "proto", ROUTE_PROTO)
+        commands: list[str] = []
+        missing: list[str] = []
+        for iface in doc.interfaces:
+            link = links.get(iface.name)
+            if link is None:
+                missing.append(f"interface {iface.name} ({iface.role}) does not exist")
+                continue
+            if iface.mac and link.get("address", "").lower() != iface.mac:
+                missing.append(
+                    f"interface {iface.name} has MAC {link.get('address')}, "
+                    f"the document says {iface.mac}"
+                )
+                continue
+            if iface.role == "control":
+                continue
+            if link.get("mtu") != iface.mtu:
+                commands.append(f"link set dev {iface.name} mtu {iface.mtu}")
+            if "UP" not in link.get("flags", []):
+                commands.append(f"link set dev {iface.name} up")
+            commands += _address_commands(iface, addrs.get(iface.name, {}), doc)
+        commands += _route_commands(doc, routes)
+        summary = f"{len(commands)} change(s)" if commands else "unchanged"
+        forwarding_off = FORWARDING.read_text().strip() != "1"
+        return Change(
+            self.name, bool(commands or missing or forwarding_off), summary,
+            _Plan(commands, missing),
+        )
+
+    async def check(self, change: Change) -> None:
+        if change.data.missing:
+            raise ApplyError(self.name, "; ".join(change.data.missing))
+
+    async def commit(self, change: Change) -> None:
+        if change.data.commands:
+            script = "\n".join(change.data.commands) + "\n"
+            result = await run([IP, "-batch", "-"], input=script)
+            if not result.ok:
+                raise ApplyError(self.name, "ip refused a change", result.output)
+        FORWARDING.write_text("1\n")
+
+
+def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
+    wanted = {str(a) for a in iface.addresses}
+    if iface.role == "public":
+        own = {a.ip for a in iface.addresses}
+        wanted |= {f"{p.ip}/32" for p in doc.public_ips if p.ip not in own}
+    have = {
+        f"{a['local']}/{a['prefixlen']}"
+        for a in current.get("addr_info", [])
+        if a.get("family") == "inet" and a.get("scope") == "global"
+    }
+    # Add before removing, so the interface never goes without an address.
+    cmds = [f"address add {a} dev {iface.name}" for a in sorted(wanted - have)]
+    cmds += [f"address del {a} dev {iface.name}" for a in sorted(have - wanted)]
+    return cmds
+
+
+def _route_commands(doc: RouterDocument, current: list[dict]) -> list[str]:
+    wanted: dict[str, str] = {}
+    public = doc.interface("public")
+    if public and public.gateway:
+        wanted["default"] = str(public.gateway)
+    for route in doc.static_routes:
+        wanted[str(route.cidr)] = str(route.gateway)
+    have = {
+        _route_key(r["dst"]): r.get("gateway") for r in current if r.get("dst")
+    }
+    cmds = [
+        f"route replace {dst} via {gw} proto {ROUTE_PROTO}"
+        for dst, gw in sorted(wanted.items())
+        if have.get(dst) != gw
+    ]
+    cmds += [f"route del {dst} proto {ROUTE_PROTO}" for dst in sorted(set(have) - set(wanted))]
+    return cmds
+
+
+def _route_key(dst: str) -> str:
+    if dst == "default":
+        return dst
+    return str(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32"))
+
+
+async def _ip_json(*args: str) -> list[dict]:
+    result = await run([IP, "-json", *args])
+    if not result.ok:
+        raise ApplyError("network", f"ip {' '.join(args)} failed", result.output)
+    return json.loads(result.stdout or "[]")
