@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from appliances.agent.service import Service
 from appliances.agent.store import DocumentStore, document_hash
 from appliances.common.errors import ApplyError
@@ -15,10 +17,19 @@ from appliances.common.errors import ApplyError
 log = logging.getLogger(__name__)
 
 
+class Parser(Protocol):
+    """Validates raw documents; may reuse work from the last accepted one."""
+
+    def parse(self, raw: Any) -> Any: ...
+
+    def accept(self, raw: Any, doc: Any) -> None: ...
+
+
 class Role(Protocol):
     name: str
+    model: type
 
-    def parse(self, data: Any) -> Any: ...
+    def parser(self) -> Parser: ...
 
     def services(self, ctx) -> list[Service]: ...
 
@@ -40,10 +51,11 @@ class Applier:
 
     def __init__(self, role: Role, services: list[Service], store: DocumentStore):
         self.role = role
+        self.parser = role.parser()
         self.services = services
         self.store = store
         self.document: Any = None
-        self.document_data: dict | None = None
+        self.document_body: bytes | None = None
         self.document_hash: str | None = None
         self.last_error: dict | None = None
         self._lock = asyncio.Lock()
@@ -52,40 +64,47 @@ class Applier:
     def generation(self) -> int | None:
         return self.document.generation if self.document is not None else None
 
-    async def apply(self, doc: Any, data: dict) -> Outcome:
-        """Converge to ``doc`` (already parsed and verified), or raise.
+    def parse(self, raw: Any) -> Any:
+        """Validate a raw document (DocumentError names every bad field)."""
+        return self.parser.parse(raw)
+
+    async def apply(self, doc: Any, raw: Any, body: bytes) -> Outcome:
+        """Converge to ``doc`` (parsed from ``raw``, sent as ``body``), or raise.
 
         Raises GenerationConflict for an older generation or a reused one with
         different content, ApplyError when a service fails (after rollback).
         """
-        digest = document_hash(data)
+        digest = document_hash(body)
         async with self._lock:
-            if self.document is not None:
-                if doc.generation < self.document.generation:
+            current = self.document
+            if current is not None:
+                if doc.generation < current.generation:
                     raise GenerationConflict(
                         f"generation {doc.generation} is older than the applied generation "
-                        f"{self.document.generation}"
+                        f"{current.generation}"
                     )
-                if doc.generation == self.document.generation:
-                    if digest == self.document_hash:
+                if doc.generation == current.generation:
+                    if digest == self.document_hash or doc == current:
                         return Outcome(doc.generation, False, {}, 0.0)
                     raise GenerationConflict(
                         f"generation {doc.generation} was already applied with different "
                         "content; send the new document with a higher generation"
                     )
             outcome = await self._converge(doc)
-            self.store.save(data)
-            self.document, self.document_data, self.document_hash = doc, data, digest
+            self.store.save(body)
+            self.parser.accept(raw, doc)
+            self.document, self.document_body, self.document_hash = doc, body, digest
             self.last_error = None
             return outcome
 
     async def restore(self) -> None:
         """Re-apply the persisted last good document (agent start)."""
-        data = self.store.load()
-        if data is None:
+        body = self.store.load()
+        if body is None:
             return
         try:
-            doc = self.role.parse(data)
+            raw = orjson.loads(body)
+            doc = self.parser.parse(raw)
         except ValueError as exc:
             self.last_error = {"message": f"stored document is invalid: {exc}"}
             log.error("stored document %s is invalid: %s", self.store.path, exc)
@@ -97,8 +116,9 @@ class Applier:
                 self.last_error = _error_dict(exc)
                 log.error("re-applying stored generation %s failed: %s", doc.generation, exc)
             # Even when a service failed, this is the document we are converging to.
-            self.document, self.document_data = doc, data
-            self.document_hash = document_hash(data)
+            self.parser.accept(raw, doc)
+            self.document, self.document_body = doc, body
+            self.document_hash = document_hash(body)
 
     async def _converge(self, doc: Any) -> Outcome:
         started = time.perf_counter()

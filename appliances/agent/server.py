@@ -12,8 +12,10 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
+from appliances.agent.gcpolicy import GcPolicy
 from appliances.agent.pipeline import Applier, GenerationConflict
 from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
@@ -26,6 +28,7 @@ log = logging.getLogger("skiff.agent")
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
 APPLIER = web.AppKey("applier", Applier)
+GC = web.AppKey("gc", GcPolicy)
 INFO = web.AppKey("info", dict)
 
 
@@ -61,25 +64,28 @@ async def status(request: web.Request) -> web.Response:
 
 async def get_config(request: web.Request) -> web.Response:
     applier = request.app[APPLIER]
-    if applier.document_data is None:
+    if applier.document_body is None:
         return _json({"error": "no document has been applied yet"}, 404)
-    return _json(applier.document_data)
+    return web.Response(body=applier.document_body, content_type="application/json")
 
 
 async def put_config(request: web.Request) -> web.Response:
     applier = request.app[APPLIER]
+    started = time.perf_counter()
+    body = await request.read()
     try:
-        data = await request.json(loads=json.loads)
-    except ValueError as exc:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         return _json({"error": f"the body is not JSON: {exc}"}, 400)
     try:
-        doc = applier.role.parse(data)
+        doc = applier.parse(raw)
     except DocumentError as exc:
         return _json(
             {"error": "invalid document", "errors": [e.as_dict() for e in exc.errors]}, 422
         )
+    parsed = time.perf_counter()
     try:
-        outcome = await applier.apply(doc, data)
+        outcome = await applier.apply(doc, raw, body)
     except GenerationConflict as exc:
         return _json({"error": str(exc), "applied_generation": applier.generation}, 409)
     except ApplyError as exc:
@@ -93,12 +99,20 @@ async def put_config(request: web.Request) -> web.Response:
             },
             500,
         )
+    if outcome.changed:
+        request.app[GC].after_apply()
+    done = time.perf_counter()
     return _json(
         {
             "applied_generation": outcome.generation,
             "changed": outcome.changed,
             "services": outcome.services,
-            "elapsed_ms": round(outcome.elapsed_ms, 1),
+            "elapsed_ms": round((done - started) * 1000, 1),
+            "timings_ms": {
+                "parse": round((parsed - started) * 1000, 1),
+                "services": round(outcome.elapsed_ms, 1),
+                "total": round((done - started) * 1000, 1),
+            },
         }
     )
 
@@ -111,6 +125,7 @@ def build_app(applier: Applier, info: dict) -> web.Application:
     app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
     app[APPLIER] = applier
     app[INFO] = info
+    app[GC] = GcPolicy()
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/config", get_config)

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
-from appliances.common.files import atomic_write, read_text
+from appliances.common.files import atomic_write
 
 
-def document_hash(data: dict) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def document_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
 class DocumentStore:
+    """Keeps the document exactly as it was sent (JSON bytes), readable only by root:
+    later roles carry secrets (VPN keys, certificates) in their documents."""
+
     def __init__(self, state_dir: Path):
         self.path = Path(state_dir) / "applied.json"
 
-    def load(self) -> dict | None:
-        text = read_text(self.path)
-        return json.loads(text) if text else None
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
 
-    def save(self, data: dict[str, Any]) -> None:
-        atomic_write(self.path, json.dumps(data, separators=(",", ":")), mode=0o600)
+    def save(self, body: bytes) -> None:
+        atomic_write(self.path, body, mode=0o600)

@@ -1,36 +1,34 @@
 """Constrained scalar types shared by every appliance document.
 
 Anything a user can set ends up in a config file or on a command line, so each
-string type admits only a safe character set; addresses go through `ipaddress`.
+string type admits only a safe character set. Addresses are canonical dotted
+quads (no leading zeros) checked by regex inside pydantic's Rust core, so a
+document with tens of thousands of entries validates quickly; use
+:mod:`appliances.common.addr` for arithmetic on them.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
-
-#: Identifiers (router id, rule id): shows up in nft comments and file names.
-SafeId = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-]
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_UNICAST_FIRST = r"(22[0-3]|2[01][0-9]|1[0-9][0-9]|[1-9][0-9]?)"  # 1..223
+_QUAD = rf"{_OCTET}(\.{_OCTET}){{3}}"
+
+#: Identifiers (router id, rule id): shows up in nft comments and file names.
+SafeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 #: One DNS label, as a guest hostname (RFC 1123).
-Hostname = Annotated[
-    str,
-    StringConstraints(pattern=rf"^{_LABEL}$"),
-]
+Hostname = Annotated[str, StringConstraints(pattern=rf"^{_LABEL}$")]
 
 #: A DNS name made of RFC 1123 labels, at most 253 characters.
 DomainName = Annotated[
-    str,
-    StringConstraints(
-        max_length=253,
-        pattern=rf"^{_LABEL}(\.{_LABEL})*$",
-    ),
+    str, StringConstraints(max_length=253, pattern=rf"^{_LABEL}(\.{_LABEL})*$")
 ]
 
 #: A Linux interface name (IFNAMSIZ is 16 with the NUL).
@@ -57,24 +55,34 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 #: -1 means "any", as in CloudStack's icmptype/icmpcode.
 IcmpValue = Annotated[int, Field(ge=-1, le=255)]
 
+#: Any IPv4 address, e.g. "10.1.1.1".
+IPv4 = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_QUAD}$"),
+    WithJsonSchema({"type": "string", "format": "ipv4"}),
+]
 
-def _host_address(value: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
-    if value.is_multicast or value.is_unspecified or value == ipaddress.IPv4Address(
-        "255.255.255.255"
-    ):
-        raise ValueError(f"{value} is not a unicast host address")
-    return value
+#: A unicast host address: first octet 1..223, so never 0.x, multicast or broadcast.
+HostIPv4 = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_UNICAST_FIRST}(\.{_OCTET}){{3}}$"),
+    WithJsonSchema({"type": "string", "format": "ipv4", "description": "unicast host address"}),
+]
 
 
-HostIPv4 = Annotated[ipaddress.IPv4Address, AfterValidator(_host_address)]
-
-
-def _strict_network(value: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-    # ipaddress with strict=True refuses host bits ("10.0.0.1/24"): a typo we name.
+@lru_cache(maxsize=65_536)
+def _strict_network(value: str) -> str:
+    # Host bits set ("10.0.0.1/24") is a typo worth naming, not something to fix silently.
     try:
-        return ipaddress.IPv4Network(value, strict=True)
+        return str(ipaddress.IPv4Network(value, strict=True))
     except ValueError as exc:
         raise ValueError(f"not an IPv4 network in CIDR form: {exc}") from None
 
 
-CidrV4 = Annotated[ipaddress.IPv4Network, AfterValidator(_strict_network)]
+#: A network in CIDR form with no host bits set, e.g. "10.1.1.0/24".
+CidrV4 = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_QUAD}/(3[0-2]|[12]?[0-9])$"),
+    AfterValidator(_strict_network),
+    WithJsonSchema({"type": "string", "format": "ipv4-network"}),
+]

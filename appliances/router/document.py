@@ -26,7 +26,7 @@ from appliances.common.types import (
 )
 
 SCHEMA_VERSION = 1
-ANY_V4 = ipaddress.IPv4Network("0.0.0.0/0")
+ANY_V4 = "0.0.0.0/0"
 
 
 class _Model(BaseModel):
@@ -224,5 +224,5 @@ class RouterDocument(_Model):
         return next((i for i in self.interfaces if i.role == role), None)
 
     @property
-    def source_nat_ip(self) -> ipaddress.IPv4Address | None:
+    def source_nat_ip(self) -> str | None:
         return next((p.ip for p in self.public_ips if p.source_nat), None)

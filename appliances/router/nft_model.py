@@ -12,10 +12,20 @@ faster than linearly) carry only rules with port ranges or narrower CIDRs.
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from appliances.router.document import ANY_V4, RouterDocument
+from appliances.common.diff import added_items
+from appliances.router.document import (
+    ANY_V4,
+    EgressRule,
+    IngressRule,
+    PortForward,
+    PublicIp,
+    RouterDocument,
+    StaticNat,
+)
 
 TABLE = "skiff"
 FAMILY = "ip"
@@ -40,12 +50,15 @@ SETS: dict[str, tuple[str, bool]] = {
 }
 
 
+Element = tuple[str, str, str | None]  # (set name, key, map value or None)
+
+
 @dataclass
 class NftPlan:
     """What to render: scalar context for the chains, and each set's elements.
 
     ``elements[name]`` maps an element key to its map value (None for sets), as
-    the text nft expects, so that two plans can be diffed element by element.
+    the text nft expects.
     """
 
     context: dict
@@ -60,75 +73,119 @@ def _icmp(value: int | None) -> str:
     return "0-255" if value in (None, -1) else str(value)
 
 
-def plan(doc: RouterDocument, agent_port: int) -> NftPlan:
+def shape_context(doc: RouterDocument, agent_port: int) -> dict:
+    """Everything the chains depend on. Equal contexts mean equal chains, so only
+    set and map elements can differ between two documents."""
     public = doc.interface("public")
     guest = doc.interface("guest")
     control = doc.interface("control")
-    elements: dict[str, dict[str, str | None]] = {name: {} for name in SETS}
-
-    for pub in doc.public_ips:
-        elements["public_ips"][str(pub.ip)] = None
-
-    for pf in doc.port_forwards:
-        (ps, pe), (gs, _ge) = pf.public_range, pf.guest_range
-        if ps == pe:
-            elements["pf_port"][f"{pf.public_ip} . {pf.protocol} . {ps}"] = f"{pf.guest_ip} . {gs}"
-        elif ps == gs:
-            # Same numbers on both sides: DNAT the address only and keep the port.
-            elements["pf_range"][f"{pf.public_ip} . {pf.protocol} . {ps}-{pe}"] = str(pf.guest_ip)
-        else:
-            # A shifted range: nft maps cannot add an offset, so expand it (capped in verify).
-            for offset in range(pe - ps + 1):
-                key = f"{pf.public_ip} . {pf.protocol} . {ps + offset}"
-                elements["pf_port"][key] = f"{pf.guest_ip} . {gs + offset}"
-        if pf.source_cidrs != [ANY_V4]:
-            key = f"{pf.public_ip} . {pf.protocol} . {_ports(ps, pe)}"
-            elements["pf_limited"][key] = None
-            for cidr in pf.source_cidrs:
-                elements["pf_limited_src"][f"{key} . {cidr}"] = None
-
-    for sn in doc.static_nats:
-        elements["nat1to1_in"][str(sn.public_ip)] = str(sn.guest_ip)
-        elements["nat1to1_out"][str(sn.guest_ip)] = str(sn.public_ip)
-
-    for rule in doc.ingress_rules:
-        _add_rule(elements, "in", str(rule.public_ip), rule, rule.source_cidrs)
-
-    guest_cidr = doc.guest_network.cidr
-    for rule in doc.egress.rules:
-        for src in rule.source_cidrs or [guest_cidr]:
-            _add_rule(elements, "eg", str(src), rule, rule.destination_cidrs)
-
-    context = {
+    return {
         "table": TABLE,
         "family": FAMILY,
         "router_id": doc.router_id,
-        "generation": doc.generation,
         "sets": SETS,
         "guest_if": guest.name if guest else None,
         "public_if": public.name if public else None,
         "control_if": control.name if control else None,
-        "guest_cidr": str(guest_cidr),
-        "source_nat_ip": str(doc.source_nat_ip) if doc.source_nat_ip else None,
+        "guest_cidr": doc.guest_network.cidr,
+        "source_nat_ip": doc.source_nat_ip,
         "egress_default": doc.egress.default_policy,
         "agent_port": agent_port,
     }
-    return NftPlan(context=context, elements=elements)
 
 
-def _add_rule(elements, prefix: str, first: str, rule, cidrs: list[ipaddress.IPv4Network]) -> None:
+def public_ip_elements(pub: PublicIp, guest_cidr: str) -> list[Element]:
+    return [("public_ips", pub.ip, None)]
+
+
+def forward_elements(pf: PortForward, guest_cidr: str) -> list[Element]:
+    (ps, pe), (gs, _ge) = pf.public_range, pf.guest_range
+    out: list[Element] = []
+    if ps == pe:
+        out.append(("pf_port", f"{pf.public_ip} . {pf.protocol} . {ps}", f"{pf.guest_ip} . {gs}"))
+    elif ps == gs:
+        # Same numbers on both sides: DNAT the address only and keep the port.
+        out.append(("pf_range", f"{pf.public_ip} . {pf.protocol} . {ps}-{pe}", pf.guest_ip))
+    else:
+        # A shifted range: nft maps cannot add an offset, so expand it (capped in verify).
+        for offset in range(pe - ps + 1):
+            key = f"{pf.public_ip} . {pf.protocol} . {ps + offset}"
+            out.append(("pf_port", key, f"{pf.guest_ip} . {gs + offset}"))
+    if pf.source_cidrs != [ANY_V4]:
+        key = f"{pf.public_ip} . {pf.protocol} . {_ports(ps, pe)}"
+        out.append(("pf_limited", key, None))
+        out += [("pf_limited_src", f"{key} . {cidr}", None) for cidr in pf.source_cidrs]
+    return out
+
+
+def static_nat_elements(sn: StaticNat, guest_cidr: str) -> list[Element]:
+    return [("nat1to1_in", sn.public_ip, sn.guest_ip), ("nat1to1_out", sn.guest_ip, sn.public_ip)]
+
+
+def ingress_elements(rule: IngressRule, guest_cidr: str) -> list[Element]:
+    return _rule_elements("in", rule.public_ip, rule, rule.source_cidrs)
+
+
+def egress_elements(rule: EgressRule, guest_cidr: str) -> list[Element]:
+    out: list[Element] = []
+    for src in rule.source_cidrs or [guest_cidr]:
+        out += _rule_elements("eg", src, rule, rule.destination_cidrs)
+    return out
+
+
+def _rule_elements(prefix: str, first: str, rule, cidrs: list[str]) -> list[Element]:
     """One firewall rule -> set elements keyed ``first . <match> . cidr``."""
     if rule.protocol in ("tcp", "udp"):
         start, end = rule.port_range
         if prefix == "in" and start == end and cidrs == [ANY_V4]:
-            elements["in_exact"][f"{first} . {rule.protocol} . {start}"] = None
-            return
-        for cidr in cidrs:
-            elements[f"{prefix}_l4"][f"{first} . {rule.protocol} . {_ports(start, end)} . {cidr}"] = None
-    elif rule.protocol == "icmp":
-        for cidr in cidrs:
-            key = f"{first} . {_icmp(rule.icmp_type)} . {_icmp(rule.icmp_code)} . {cidr}"
-            elements[f"{prefix}_icmp"][key] = None
-    else:
-        for cidr in cidrs:
-            elements[f"{prefix}_all"][f"{first} . {cidr}"] = None
+            return [("in_exact", f"{first} . {rule.protocol} . {start}", None)]
+        ports = _ports(start, end)
+        return [(f"{prefix}_l4", f"{first} . {rule.protocol} . {ports} . {c}", None) for c in cidrs]
+    if rule.protocol == "icmp":
+        match = f"{_icmp(rule.icmp_type)} . {_icmp(rule.icmp_code)}"
+        return [(f"{prefix}_icmp", f"{first} . {match} . {c}", None) for c in cidrs]
+    return [(f"{prefix}_all", f"{first} . {c}", None) for c in cidrs]
+
+
+#: Every list of the document that becomes set elements, with its element function.
+SECTIONS: dict[str, Callable[[Any, str], list[Element]]] = {
+    "public_ips": public_ip_elements,
+    "port_forwards": forward_elements,
+    "static_nats": static_nat_elements,
+    "ingress_rules": ingress_elements,
+    "egress_rules": egress_elements,
+}
+
+
+def section_items(doc: RouterDocument, section: str) -> list:
+    return doc.egress.rules if section == "egress_rules" else getattr(doc, section)
+
+
+def plan(doc: RouterDocument, agent_port: int) -> NftPlan:
+    elements: dict[str, dict[str, str | None]] = {name: {} for name in SETS}
+    cidr = doc.guest_network.cidr
+    for section, fn in SECTIONS.items():
+        for item in section_items(doc, section):
+            for name, key, value in fn(item, cidr):
+                elements[name][key] = value
+    context = {**shape_context(doc, agent_port), "generation": doc.generation}
+    return NftPlan(context=context, elements=elements)
+
+
+def element_changes(
+    old: RouterDocument, new: RouterDocument
+) -> tuple[dict[str, list[str]], dict[str, dict[str, str | None]]]:
+    """(deletes, adds) turning ``old``'s elements into ``new``'s, from the items that
+    differ by identity. Valid only when both have the same shape context."""
+    deletes: dict[str, list[str]] = {}
+    adds: dict[str, dict[str, str | None]] = {}
+    cidr = new.guest_network.cidr
+    for section, fn in SECTIONS.items():
+        before, after = section_items(old, section), section_items(new, section)
+        for item in added_items(after, before):
+            for name, key, _value in fn(item, cidr):
+                deletes.setdefault(name, []).append(key)
+        for item in added_items(before, after):
+            for name, key, value in fn(item, cidr):
+                adds.setdefault(name, {})[key] = value
+    return deletes, adds

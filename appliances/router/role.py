@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from appliances.agent.service import AgentContext, Service
 from appliances.router.document import RouterDocument
 from appliances.router.services.dnsmasq import DnsmasqService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
-from appliances.router.verify import parse_document
+from appliances.router.parse import RouterParser
 
 
 class RouterRole:
     name = "router"
     model = RouterDocument
 
-    def parse(self, data: Any) -> RouterDocument:
-        return parse_document(data)
+    def parser(self) -> RouterParser:
+        return RouterParser()
 
     def services(self, ctx: AgentContext) -> list[Service]:
         # Addresses first (dnsmasq binds to them), nftables before the daemons:

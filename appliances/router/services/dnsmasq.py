@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from appliances.agent.service import Change, Service
 from appliances.agent.supervisor import Supervisor
+from appliances.common.diff import same_items
 from appliances.common.errors import ApplyError
 from appliances.common.files import atomic_write, read_text
 from appliances.common.proc import run
@@ -42,6 +43,8 @@ class _Files:
     changed: list[str]
     guest_if: str
     hosts: set[tuple[str, str]]  # (mac, ip)
+    before: dict[str, str | None]  # what the files held
+    doc: RouterDocument
 
 
 class DnsmasqService(Service):
@@ -51,17 +54,25 @@ class DnsmasqService(Service):
         super().__init__(ctx)
         self.dir = ctx.state_dir / "dnsmasq"
         self.daemon = Supervisor("dnsmasq", on_event=self.state.event)
+        self._applied: RouterDocument | None = None
 
     def _argv(self) -> list[str]:
         return [DNSMASQ, "--keep-in-foreground", f"--conf-file={self.dir / MAIN}"]
 
     async def prepare(self, doc: RouterDocument) -> Change:
+        prev = self._applied
+        if prev is not None and self.daemon.running and not _affects_dnsmasq(prev, doc):
+            return Change(self.name, False, "unchanged")
         contents = render(doc, str(self.dir))
-        changed = [name for name, text in contents.items() if read_text(self.dir / name) != text]
+        before = {name: read_text(self.dir / name) for name in contents}
+        changed = [name for name, text in contents.items() if before[name] != text]
         guest = doc.interface("guest")
-        files = _Files(contents, changed, guest.name, {(h.mac, str(h.ip)) for h in doc.dhcp_hosts})
+        files = _Files(
+            contents, changed, guest.name, {(h.mac, h.ip) for h in doc.dhcp_hosts}, before, doc
+        )
         needs_start = not self.daemon.running
         if not changed and not needs_start:
+            self._applied = doc
             return Change(self.name, False, "unchanged", files)
         action = "restart" if MAIN in changed or needs_start else "reload"
         return Change(self.name, True, f"{action}: {', '.join(changed) or 'not running'}", files)
@@ -69,13 +80,16 @@ class DnsmasqService(Service):
     async def check(self, change: Change) -> None:
         files: _Files = change.data
         path = self.dir / "check.conf"
-        atomic_write(path, check_config(files.contents))
+        # Lines that were in the files dnsmasq already accepted need no second check.
+        known = None if MAIN in files.changed else files.before
+        atomic_write(path, check_config(files.contents, known))
         result = await run([DNSMASQ, "--test", f"--conf-file={path}"])
         if not result.ok:
             raise ApplyError(self.name, "dnsmasq --test refused the configuration", result.output)
 
     async def commit(self, change: Change) -> None:
         files: _Files = change.data
+        self._applied = None  # until this succeeds, compare with the files on disk
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)  # dnsmasq drops to nobody and re-reads these on SIGHUP
         for name in files.changed:
@@ -85,9 +99,11 @@ class DnsmasqService(Service):
         else:
             await self._reload()
         await self._release_removed(files)
+        self._applied = files.doc
 
     async def withdraw(self) -> None:
         await self.daemon.stop()
+        self._applied = None
 
     async def stop(self) -> None:
         await self.daemon.stop()
@@ -134,7 +150,8 @@ def render(doc: RouterDocument, directory: str) -> dict[str, str]:
     gn = doc.guest_network
     lease = str(gn.lease_seconds) if gn.lease_seconds else "infinite"
     guest = doc.interface("guest")
-    dns_servers = [str(s) for s in gn.dns_servers] or [str(gn.gateway)]
+    dns_servers = list(gn.dns_servers) or [gn.gateway]
+    network = ipaddress.IPv4Network(gn.cidr)
     routes = [f"{r.destination},{r.gateway}" for r in gn.classless_routes]
     common = {"router_id": doc.router_id, "dir": directory, "lease": lease}
     return {
@@ -142,8 +159,8 @@ def render(doc: RouterDocument, directory: str) -> dict[str, str]:
             **common,
             guest_if=guest.name,
             domain=gn.domain,
-            network=gn.cidr.network_address,
-            netmask=gn.cidr.netmask,
+            network=network.network_address,
+            netmask=network.netmask,
         ),
         "dhcp-hosts": _env.get_template("dhcp-hosts.j2").render(**common, hosts=doc.dhcp_hosts),
         "dhcp-opts": _env.get_template("dhcp-opts.j2").render(
@@ -157,13 +174,30 @@ def render(doc: RouterDocument, directory: str) -> dict[str, str]:
     }
 
 
-def check_config(contents: dict[str, str]) -> str:
-    """The main file plus every host and option line inlined, so --test parses them all."""
+def check_config(contents: dict[str, str], known: dict[str, str | None] | None = None) -> str:
+    """The main file plus host, option and server lines inlined, so --test parses
+    each of them. Lines present in ``known`` (files dnsmasq already accepted) are
+    left out: with thousands of hosts, only the new lines need checking."""
+
+    def new_lines(name: str) -> list[str]:
+        old = set(((known or {}).get(name) or "").splitlines())
+        return [line for line in contents[name].splitlines() if line and line not in old]
+
     lines = [contents[MAIN]]
-    lines += [f"dhcp-host={line}" for line in contents["dhcp-hosts"].splitlines() if line]
+    lines += [f"dhcp-host={line}" for line in new_lines("dhcp-hosts")]
     lines += [f"dhcp-option={line}" for line in contents["dhcp-opts"].splitlines() if line]
     lines += [line for line in contents["servers"].splitlines() if line]
     return "\n".join(lines) + "\n"
+
+
+def _affects_dnsmasq(old: RouterDocument, new: RouterDocument) -> bool:
+    return not (
+        same_items(old.dhcp_hosts, new.dhcp_hosts)
+        and same_items(old.dns_records, new.dns_records)
+        and old.guest_network == new.guest_network
+        and old.interfaces == new.interfaces
+        and old.router_id == new.router_id
+    )
 
 
 def read_leases(path) -> list[tuple[str, str]]:

@@ -9,12 +9,14 @@ longer wanted can be found and removed without touching anybody else's.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliances.agent.service import Change, Service
+from appliances.common.diff import same_items
 from appliances.common.errors import ApplyError
 from appliances.common.proc import run
 from appliances.router.document import RouterDocument
@@ -28,15 +30,38 @@ FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 class _Plan:
     commands: list[str]
     missing: list[str]
+    doc: RouterDocument
+
+
+def _affects_network(old: RouterDocument, new: RouterDocument) -> bool:
+    return not (
+        old.interfaces == new.interfaces
+        and same_items(old.public_ips, new.public_ips)
+        and old.static_routes == new.static_routes
+    )
 
 
 class NetworkService(Service):
     name = "network"
 
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self._applied: RouterDocument | None = None
+
     async def prepare(self, doc: RouterDocument) -> Change:
-        links = {link["ifname"]: link for link in await _ip_json("link", "show")}
-        addrs = {entry["ifname"]: entry for entry in await _ip_json("addr", "show")}
-        routes = await _ip_json("route", "show", "proto", ROUTE_PROTO)
+        prev = self._applied
+        if prev is not None and not _affects_network(prev, doc):
+            return Change(self.name, False, "unchanged")
+        links, addrs_list, routes = await asyncio.gather(
+            _ip_json("link", "show"),
+            _ip_json("addr", "show"),
+            _ip_json("route", "show", "proto", ROUTE_PROTO),
+        )
+        links = {link["ifname"]: link for link in links}
+        addrs = {entry["ifname"]: entry for entry in addrs_list}
+        return self._plan(doc, links, addrs, routes)
+
+    def _plan(self, doc, links, addrs, routes) -> Change:
         commands: list[str] = []
         missing: list[str] = []
         for iface in doc.interfaces:
@@ -60,9 +85,11 @@ class NetworkService(Service):
         commands += _route_commands(doc, routes)
         summary = f"{len(commands)} change(s)" if commands else "unchanged"
         forwarding_off = FORWARDING.read_text().strip() != "1"
+        if not (commands or missing or forwarding_off):
+            self._applied = doc  # the kernel already matches
         return Change(
             self.name, bool(commands or missing or forwarding_off), summary,
-            _Plan(commands, missing),
+            _Plan(commands, missing, doc),
         )
 
     async def check(self, change: Change) -> None:
@@ -70,18 +97,20 @@ class NetworkService(Service):
             raise ApplyError(self.name, "; ".join(change.data.missing))
 
     async def commit(self, change: Change) -> None:
+        self._applied = None
         if change.data.commands:
             script = "\n".join(change.data.commands) + "\n"
             result = await run([IP, "-batch", "-"], input=script)
             if not result.ok:
                 raise ApplyError(self.name, "ip refused a change", result.output)
         FORWARDING.write_text("1\n")
+        self._applied = change.data.doc
 
 
 def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
     wanted = {str(a) for a in iface.addresses}
     if iface.role == "public":
-        own = {a.ip for a in iface.addresses}
+        own = {str(a.ip) for a in iface.addresses}
         wanted |= {f"{p.ip}/32" for p in doc.public_ips if p.ip not in own}
     have = {
         f"{a['local']}/{a['prefixlen']}"

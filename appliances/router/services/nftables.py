@@ -8,8 +8,10 @@ still runs ``nft -c`` for a dry run.) This service commits first among the
 daemons' services, so its failure touches nothing else.
 
 When only set and map contents change (the common case: a forward or firewall
-rule added or removed), only the changed elements are sent, so the cost of a
-change grows with the change and not with the size of the ruleset.
+rule added or removed), only the elements of the items that changed are sent,
+so the cost of a change grows with the change and not with the size of the
+ruleset. ``ruleset.nft`` in the state folder is the last whole ruleset sent and
+``delta.nft`` the last element change; ``render_current`` gives today's whole.
 """
 
 from __future__ import annotations
@@ -34,21 +36,22 @@ class NftablesService(Service):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.dir = ctx.state_dir / "nftables"
-        self._applied: nft_model.NftPlan | None = None
+        self._applied: RouterDocument | None = None
         self._applied_shape: str | None = None
 
     async def prepare(self, doc: RouterDocument) -> Change:
-        plan = nft_model.plan(doc, self.ctx.agent_port)
-        shape = nft_render.render_ruleset(plan, with_elements=False)
-        full = nft_render.render_ruleset(plan)
-        data = {"plan": plan, "shape": shape, "full": full, "delta": None}
+        shape_ctx = nft_model.shape_context(doc, self.ctx.agent_port)
+        shape = nft_render.render_shape(shape_ctx)
+        data = {"doc": doc, "shape": shape, "full": None, "delta": None}
         if self._applied is not None and shape == self._applied_shape:
-            delta = nft_render.render_delta(self._applied, plan)
-            if delta is None:
+            deletes, adds = nft_model.element_changes(self._applied, doc)
+            context = {**shape_ctx, "generation": doc.generation}
+            data["delta"] = nft_render.render_delta(deletes, adds, context)
+            if data["delta"] is None:
                 return Change(self.name, False, "unchanged", data)
-            data["delta"] = delta
-            count = delta.count("\n") - 1
-            return Change(self.name, True, f"{count} set update(s)", data)
+            count = sum(map(len, deletes.values())) + sum(map(len, adds.values()))
+            return Change(self.name, True, f"{count} element update(s)", data)
+        data["full"] = nft_render.render_ruleset(nft_model.plan(doc, self.ctx.agent_port))
         return Change(self.name, True, "full ruleset", data)
 
     async def commit(self, change: Change) -> None:
@@ -62,7 +65,8 @@ class NftablesService(Service):
             # converge with the whole ruleset instead.
             log.warning("element update refused, applying the whole ruleset: %s", result.output)
             self.state.event("element update refused; re-applied the whole ruleset")
-        result = await self._nft_file(self.dir / "ruleset.nft.new", data["full"])
+            data["full"] = nft_render.render_ruleset(nft_model.plan(data["doc"], self.ctx.agent_port))
+        result = await self._nft_file(self.dir / "ruleset.nft", data["full"])
         if not result.ok:
             failed = self.dir / "ruleset.nft.failed"
             atomic_write(failed, data["full"])
@@ -78,8 +82,13 @@ class NftablesService(Service):
         return await run([NFT, "-f", str(path)])
 
     def _remember(self, data: dict) -> None:
-        atomic_write(self.dir / "ruleset.nft", data["full"])
-        self._applied, self._applied_shape = data["plan"], data["shape"]
+        self._applied, self._applied_shape = data["doc"], data["shape"]
+
+    def render_current(self) -> str | None:
+        """The whole ruleset of the applied document (for inspection)."""
+        if self._applied is None:
+            return None
+        return nft_render.render_ruleset(nft_model.plan(self._applied, self.ctx.agent_port))
 
     async def withdraw(self) -> None:
         result = await run([NFT, "delete", "table", nft_model.FAMILY, nft_model.TABLE])

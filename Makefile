@@ -1,0 +1,63 @@
+# Skiff: the two commands a new user needs are `make demo` and `make test`.
+# Both install what they need first (Debian packages as root, then a venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+B ?=
+
+# Debian packages the appliances and the test suite run for real.
+DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
+	strongswan-swanctl libcharon-extra-plugins keepalived conntrack iproute2 busybox \
+	curl openssl procps psmisc python3-venv
+# One command from each package that must be present (checked before apt runs).
+DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack ip busybox curl openssl pkill
+
+.PHONY: help deps venv lint test test-fast bench demo clean
+
+help:
+	@echo "make demo        build a lab (router, internet, guests), show NAT/forwarding, tear it down"
+	@echo "make test        install what the suite needs and run all of it (needs root)"
+	@echo "make test-fast   unit, golden and property tests only (no namespaces)"
+	@echo "make bench       run every benchmark; make bench B=vr_apply runs one"
+	@echo "make lint        ruff"
+	@echo "make clean       remove the venv and caches"
+
+deps:
+	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || \
+		[ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run make as root to install them" >&2; exit 1; fi; \
+		echo "==> installing Debian packages (missing:$$missing)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing skiff with its test extras"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: deps venv lint
+	$(VENV)/bin/pytest -q
+
+test-fast: venv
+	$(VENV)/bin/pytest -q -m "not lab"
+
+bench: deps venv
+	$(PY) benchmarks/run.py $(B)
+
+demo: deps venv
+	$(VENV)/bin/skiff lab demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

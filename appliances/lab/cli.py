@@ -1,0 +1,207 @@
+"""`skiff lab`: build, inspect and remove a zone-in-a-box made of network namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from appliances.lab import names, netns
+from appliances.lab.agentclient import AgentError
+from appliances.lab.lab import Lab, LabError, check_root
+
+EPILOG = """\
+The lab lives in namespaces named skf-<name>-<role> (switch, internet, router, g1..gN)
+plus one bridge skf-<name>-ctl in the root namespace (169.254.N.1/24, the control
+network; the router's agent listens on 169.254.N.2:8443 with mutual TLS).
+State folder: --state-dir, else $SKIFF_LAB_DIR/<name>, else /var/lib/skiff/lab/<name>.
+"""
+
+
+def _progress(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def _name(value: str) -> str:
+    try:
+        return names.check_name(value)
+    except names.LabNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(p: argparse.ArgumentParser, state_dir: bool = True) -> None:
+    p.add_argument("--name", type=_name, default=names.DEFAULT_NAME,
+                   help=f"lab name, 1-6 of [a-z0-9], letter first (default {names.DEFAULT_NAME})")
+    if state_dir:
+        p.add_argument("--state-dir", type=Path, default=None,
+                       help="state folder (default $SKIFF_LAB_DIR/<name> or "
+                            "/var/lib/skiff/lab/<name>)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lab = sub.add_parser("lab", help="build a virtual router lab in network namespaces",
+                         description="Build a zone in a box on this host: a switch, an "
+                         "'internet', a virtual router running the agent, and guests "
+                         "that get their addresses by DHCP from the router. Needs root.",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmds = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    p = cmds.add_parser("up", help="build the lab (removing leftovers of the same name first)",
+                        description="Build the namespaces, start the internet's HTTP and DNS "
+                        "servers and the router agent, apply the baseline router document, "
+                        "start the guests and wait for their leases. Prints the lab "
+                        "description as JSON (also saved as lab.json in the state folder).")
+    _common(p)
+    p.add_argument("--guests", type=int, default=2, help="number of guests g1..gN (default 2)")
+    p.set_defaults(func=_up)
+
+    p = cmds.add_parser("down", help="remove everything of the lab",
+                        description="Kill every process in the lab's namespaces and remove the "
+                        "namespaces, root-namespace links, /etc/netns entries and the state "
+                        "folder. Works from the name alone, also after a crash.")
+    _common(p)
+    p.set_defaults(func=_down)
+
+    p = cmds.add_parser("status", help="print the lab description and what is alive",
+                        description="Print the saved description with the liveness of "
+                        "namespaces, processes and the agent. Exit code 0 when all is alive.")
+    _common(p)
+    p.set_defaults(func=_status)
+
+    p = cmds.add_parser("exec", help="run a command in a lab namespace",
+                        description="Run CMD in the namespace TARGET (internet, router, switch "
+                        "or a guest g1..gN); its exit code is passed through. In the router, "
+                        "the command also sees the agent's private /run.",
+                        usage="%(prog)s [--name NAME] [--state-dir DIR] TARGET -- CMD...")
+    _common(p)
+    p.add_argument("target", metavar="TARGET", help="internet, router, switch or g1..gN")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=_exec)
+
+    p = cmds.add_parser("apply", help="PUT a router document file to the lab's agent",
+                        description="Send FILE (JSON; - for stdin) to the agent's PUT /v1/config "
+                        "with the lab's client certificate and print the reply. Exit code 0 "
+                        "when the agent applied it.")
+    _common(p)
+    p.add_argument("file", metavar="FILE", help="router document (JSON), or - for stdin")
+    p.set_defaults(func=_apply)
+
+
+def _lab(args: argparse.Namespace) -> Lab:
+    return Lab(args.name, args.state_dir, progress=_progress)
+
+
+def _load(args: argparse.Namespace) -> Lab:
+    return Lab.load(args.name, args.state_dir, progress=_progress)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"skiff lab: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    try:
+        check_root()
+    except LabError as exc:
+        return _fail(exc)
+    lab = _lab(args)
+    try:
+        desc = asyncio.run(lab.up(guests=args.guests))
+    except (LabError, AgentError, netns.CommandError) as exc:
+        hint = ""
+        if asyncio.run(lab.leftovers()):
+            hint = ("\n(what was built is still there for inspection; remove it with: "
+                    f"skiff lab down --name {args.name})")
+        return _fail(f"{exc}{hint}")
+    print(json.dumps(desc, indent=2))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    try:
+        check_root()
+        asyncio.run(_lab(args).down())
+    except (LabError, netns.CommandError) as exc:
+        return _fail(exc)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        check_root()
+        lab = _load(args)
+    except LabError as exc:
+        left = asyncio.run(_lab(args).leftovers())
+        if left:
+            print(json.dumps({"name": args.name, "saved_state": None, "leftovers": left},
+                             indent=2))
+        return _fail(exc)
+    desc = asyncio.run(lab.status())
+    print(json.dumps(desc, indent=2))
+    alive = desc["alive"]
+    healthy = (all(alive["namespaces"].values()) and all(alive["processes"].values())
+               and alive["agent_health"].get("status") == 200)
+    return 0 if healthy else 1
+
+
+def _exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        return _fail("no command given: skiff lab exec TARGET -- CMD...")
+    try:
+        check_root()
+        try:
+            lab = _load(args)
+        except LabError:
+            lab = _lab(args)  # no saved state: the names are derived from the lab name
+        ns = lab.ns(args.target)
+    except (LabError, ValueError) as exc:
+        return _fail(exc)
+    if not netns.namespace_exists(ns):
+        return _fail(f"namespace {ns} does not exist: run skiff lab up --name {args.name}")
+    argv = lab.argv_in(args.target, command)
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        return _fail(f"cannot run {argv[0]}: {exc}")
+    return 127  # not reached
+
+
+def _apply(args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        document = json.loads(text)
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read a JSON document from {args.file}: {exc}")
+    try:
+        lab = _load(args)
+        reply = asyncio.run(lab.agent().put_config(document))
+    except (LabError, OSError) as exc:
+        return _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - aiohttp errors: say where we tried to connect
+        return _fail(f"cannot reach the agent at {lab.agent_url}: {type(exc).__name__}: {exc}")
+    print(f"HTTP {reply.status}", file=sys.stderr)
+    print(json.dumps(reply.body, indent=2) if not isinstance(reply.body, str) else reply.body)
+    return 0 if reply.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (python -m appliances.lab.cli ...), the same as `skiff lab ...`."""
+    parser = argparse.ArgumentParser(prog="skiff")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(["lab", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
