@@ -89,6 +89,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE", help="router document (JSON), or - for stdin")
     p.set_defaults(func=_apply)
 
+    p = cmds.add_parser("demo", help="build a lab, show NAT, forwarding and firewall, tear it down",
+                        description="Build a lab named NAME (default demo), show source NAT, a "
+                        "port forward, static NAT and a source-limited firewall rule with real "
+                        "traffic, print what each side saw, and remove the lab. Exit code 0 "
+                        "when every step worked.")
+    p.add_argument("--name", type=_name, default="demo", help="lab name (default demo)")
+    p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
+    p.set_defaults(func=_demo)
+
 
 def _lab(args: argparse.Namespace) -> Lab:
     return Lab(args.name, args.state_dir, progress=_progress)
@@ -190,6 +199,16 @@ def _apply(args: argparse.Namespace) -> int:
     print(f"HTTP {reply.status}", file=sys.stderr)
     print(json.dumps(reply.body, indent=2) if not isinstance(reply.body, str) else reply.body)
     return 0 if reply.ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from appliances.lab.demo import main as demo
+
+    try:
+        check_root()
+    except LabError as exc:
+        return _fail(exc)
+    return demo(args.name, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,65 +13,20 @@ import json
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from appliances.common import proc
+from appliances.common.proc import CommandError, Result
+
+__all__ = ["CommandError", "Result", "run"]
 
 NETNS_ETC = Path("/etc/netns")
 NETNS_RUN = Path("/run/netns")
 
 
-class CommandError(RuntimeError):
-    def __init__(self, result: Result):
-        self.result = result
-        detail = (result.stderr or result.stdout).strip()
-        super().__init__(f"command failed (rc {result.rc}): {' '.join(result.argv)}: {detail}")
-
-
-@dataclass(frozen=True)
-class Result:
-    argv: tuple[str, ...]
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-    def check(self) -> Result:
-        if self.rc != 0:
-            raise CommandError(self)
-        return self
-
-
-async def run(
-    argv: Sequence[str],
-    *,
-    check: bool = True,
-    timeout: float = 30.0,
-    input: bytes | None = None,
-    env: dict[str, str] | None = None,
-) -> Result:
-    """Run argv to completion; on timeout kill it and report rc -9."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        out, err = await proc.communicate()
-        result = Result(tuple(argv), -9, out.decode(errors="replace"),
-                        err.decode(errors="replace") + f"\n(timed out after {timeout} s)")
-    else:
-        result = Result(tuple(argv), proc.returncode if proc.returncode is not None else -1,
-                        out.decode(errors="replace"), err.decode(errors="replace"))
-    return result.check() if check else result
+async def run(argv: Sequence[str], *, check: bool = True, **kw) -> Result:
+    """The project's runner (appliances.common.proc), checking by default."""
+    return await proc.run(argv, check=check, **kw)
 
 
 def ip_argv(ns: str | None, *args: str) -> list[str]:
