@@ -395,6 +395,7 @@ async def measure(lab: Lab, repeat: int) -> list[str]:
             expect(answer, "nftables", "element update", only=True)
             change.add(ms)
             change_agent.add(answer["elapsed_ms"])
+            progress(f"  agent timings: {answer.get('timings_ms')}")
         forwards = size + repeat
         progress(f"one forward added: {change.brief()} ms (agent {change_agent.brief()})")
 

@@ -14,6 +14,7 @@ import asyncio
 import gc
 
 IDLE_COLLECT_S = 30.0
+RELEASE_DELAY_S = 0.05
 
 
 class GcPolicy:
@@ -21,7 +22,10 @@ class GcPolicy:
         self.idle_seconds = idle_seconds
         self._timer: asyncio.TimerHandle | None = None
 
-    def after_apply(self) -> None:
+    def after_apply(self, release=None) -> None:
+        """``release`` frees what the apply replaced, once the answer has gone out."""
+        if release is not None:
+            asyncio.get_running_loop().call_later(RELEASE_DELAY_S, release)
         gc.freeze()
         if self._timer is not None:
             self._timer.cancel()

@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 class Parser(Protocol):
     """Validates raw documents; may reuse work from the last accepted one."""
 
+    def release_retired(self) -> None:
+        """Free what the last apply replaced (called after the answer is sent)."""
+        release = getattr(self.parser, "release_retired", None)
+        if release is not None:
+            release()
+
     def parse(self, raw: Any) -> Any: ...
 
     def accept(self, raw: Any, doc: Any) -> None: ...
@@ -64,6 +70,12 @@ class Applier:
     def generation(self) -> int | None:
         return self.document.generation if self.document is not None else None
 
+    def release_retired(self) -> None:
+        """Free what the last apply replaced (called after the answer is sent)."""
+        release = getattr(self.parser, "release_retired", None)
+        if release is not None:
+            release()
+
     def parse(self, raw: Any) -> Any:
         """Validate a raw document (DocumentError names every bad field)."""
         return self.parser.parse(raw)
@@ -90,8 +102,15 @@ class Applier:
                         f"generation {doc.generation} was already applied with different "
                         "content; send the new document with a higher generation"
                     )
-            outcome = await self._converge(doc)
-            self.store.save(body)
+            saving = self.store.stage(body)  # durable copy written while services apply
+            try:
+                outcome = await self._converge(doc)
+            except BaseException:
+                await asyncio.shield(saving)
+                self.store.discard()
+                raise
+            await saving
+            self.store.commit()
             self.parser.accept(raw, doc)
             self.document, self.document_body, self.document_hash = doc, body, digest
             self.last_error = None

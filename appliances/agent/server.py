@@ -100,7 +100,7 @@ async def put_config(request: web.Request) -> web.Response:
             500,
         )
     if outcome.changed:
-        request.app[GC].after_apply()
+        request.app[GC].after_apply(release=applier.release_retired)
     done = time.perf_counter()
     return _json(
         {

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliances.common.diff import added_items
+from appliances.router import derivation
 from appliances.router.document import (
     ANY_V4,
     EgressRule,
@@ -182,10 +182,11 @@ def element_changes(
     cidr = new.guest_network.cidr
     for section, fn in SECTIONS.items():
         before, after = section_items(old, section), section_items(new, section)
-        for item in added_items(after, before):
+        added, removed = derivation.changes(old, new, section, before, after)
+        for item in removed:
             for name, key, _value in fn(item, cidr):
                 deletes.setdefault(name, []).append(key)
-        for item in added_items(before, after):
+        for item in added:
             for name, key, value in fn(item, cidr):
                 adds.setdefault(name, {})[key] = value
     return deletes, adds

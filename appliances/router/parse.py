@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from appliances.common.errors import DocumentError
-from appliances.router import verify
+from appliances.router import derivation, verify
 from appliances.router.document import (
     DhcpHost,
     DnsRecord,
@@ -46,6 +46,10 @@ class RouterParser:
 
     def __init__(self) -> None:
         self._memo: dict[str, dict[Any, tuple[dict, BaseModel]]] = {}
+        # For recently parsed documents (by id), per section: the memo it was
+        # parsed against, its new entries, and whether nothing was removed.
+        self._notes: dict[int, dict[str, tuple[dict, list, bool]]] = {}
+        self._retired: list[tuple] = []
         self._raw: dict = {}
         self.accepted: RouterDocument | None = None
 
@@ -61,21 +65,36 @@ class RouterParser:
         """Remember ``doc`` (applied) and its raw items for the next parse."""
         memo = {}
         prev = self.accepted
+        notes = self._notes.pop(id(doc), {})
+        self._notes.clear()
         for section, (_model, key) in MEMO_SECTIONS.items():
             items = raw.get(section) or []
             if prev is not None and getattr(doc, section) is getattr(prev, section):
                 memo[section] = self._memo[section]  # the very same items
                 continue
+            base, fresh, nothing_removed = notes.get(section, (None, [], False))
+            if nothing_removed and base is self._memo.get(section):
+                # Only additions: extend a copy instead of rebuilding (10,000 items).
+                memo[section] = {**base, **{k: (item, model) for k, item, model in fresh}}
+                continue
             memo[section] = {
                 item.get(key): (item, model)
                 for item, model in zip(items, getattr(doc, section), strict=True)
             }
+        # Freeing the previous raw JSON (hundreds of thousands of objects for a big
+        # router) takes milliseconds; keep it until release_retired(), which the
+        # agent calls once the answer has gone out.
+        self._retired.append((self._memo, self._raw, self.accepted))
         self._memo, self._raw, self.accepted = memo, raw, doc
+
+    def release_retired(self) -> None:
+        self._retired.clear()
 
     def _validate(self, raw: Any) -> RouterDocument:
         if not isinstance(raw, dict) or self.accepted is None:
             return _full_validate(raw)
         prev = self.accepted
+        notes: dict[str, tuple[dict, list, bool]] = {}
         # Sections to slot in after validation (model_copy does not validate), so
         # that reused items' validators do not run again.
         ready: dict[str, Any] = {}
@@ -96,18 +115,25 @@ class RouterParser:
             memo = self._memo.get(section, {})
             adapter = _adapters[section]
             out = []
+            fresh: list[tuple[Any, dict, BaseModel]] = []
+            hits = 0
             try:
                 for item in items:
                     hit = memo.get(item.get(key)) if isinstance(item, dict) else None
                     if hit is not None and hit[0] == item:
                         out.append(hit[1])
+                        hits += 1
                     else:
-                        out.append(adapter.validate_python(item))
+                        model = adapter.validate_python(item)
+                        out.append(model)
+                        fresh.append((item.get(key), item, model))
             except (ValidationError, TypeError, AttributeError):
                 # Report with the whole document's locations: the slow path is fine here.
                 return _full_validate(raw)
             ready[section] = out
-        # Big lists stand in empty and are slotted in afterwards; small reused
+            # Keys are unique in a valid document, so hits == len(memo) means every
+            # remembered item is still there (a repeat would fail verify anyway).
+            notes[section] = (memo, fresh, hits == len(memo))        # Big lists stand in empty and are slotted in afterwards; small reused
         # sections pass as model instances, which pydantic keeps as they are.
         stand_ins = {s: [] for s in ready if s in MEMO_SECTIONS}
         instances = {s: v for s, v in ready.items() if s not in MEMO_SECTIONS}
@@ -115,7 +141,16 @@ class RouterParser:
             base = RouterDocument.model_validate({**raw, **instances, **stand_ins})
         except ValidationError:
             return _full_validate(raw)
-        return base.model_copy(update={s: ready[s] for s in stand_ins})
+        doc = base.model_copy(update={s: ready[s] for s in stand_ins})
+        if len(self._notes) > 8:  # parsed but never applied (rejected): forget
+            self._notes.clear()
+        self._notes[id(doc)] = notes
+        derivation.record(doc, derivation.Derivation(
+            base=prev,
+            added={s: [m for _k, _i, m in fresh] for s, (_b, fresh, _n) in notes.items()},
+            nothing_removed=frozenset(s for s, (_b, _f, none) in notes.items() if none),
+        ))
+        return doc
 
 
 def _full_validate(raw: Any) -> RouterDocument:

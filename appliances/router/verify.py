@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from appliances.common import addr
-from appliances.common.diff import added_items
 from appliances.common.errors import DocumentError, FieldError
+from appliances.router import derivation
 from appliances.router.document import (
     ANY_V4,
     DhcpHost,
@@ -446,22 +446,22 @@ def still_valid(prev: RouterDocument, doc: RouterDocument) -> bool:
         return False
     ctx = _Context.of(doc)
     sections = (
-        (prev.port_forwards, doc.port_forwards, _forward_ok),
-        (prev.ingress_rules, doc.ingress_rules, _ingress_ok),
-        (prev.egress.rules, doc.egress.rules, _egress_ok),
-        (prev.dhcp_hosts, doc.dhcp_hosts, _host_ok),
-        (prev.dns_records, doc.dns_records, _record_ok),
+        ("port_forwards", prev.port_forwards, doc.port_forwards, _forward_ok),
+        ("ingress_rules", prev.ingress_rules, doc.ingress_rules, _ingress_ok),
+        ("egress_rules", prev.egress.rules, doc.egress.rules, _egress_ok),
+        ("dhcp_hosts", prev.dhcp_hosts, doc.dhcp_hosts, _host_ok),
+        ("dns_records", prev.dns_records, doc.dns_records, _record_ok),
     )
-    for old, new, ok in sections:
+    for name, old, new, ok in sections:
         if old is new:
             continue
-        added = added_items(old, new)
+        added, _removed = derivation.changes(prev, doc, name, old, new)
         if len(added) > INCREMENTAL_LIMIT:
             return False
-        # The same reused object listed twice is a duplicate no added item shows.
-        if len(set(map(id, new))) != len(new):
-            return False
-        if added and not ok(ctx, added, new):
+        # Run ok() even with nothing added: it checks the section's keys are unique,
+        # which also catches the same unchanged item listed twice (with another one
+        # dropped, that adds nothing and removes nothing the parser could see).
+        if not ok(ctx, added, new):
             return False
     return True
 
@@ -488,8 +488,10 @@ def _forward_ok(ctx: _Context, added: list[PortForward], new: list[PortForward])
     return True
 
 
-def _rule_section_ok(added: list, new: list, key: Callable, cidrs: Callable) -> bool:
-    if not _unique(list(map(attrgetter("id"), new))):
+def _rule_section_ok(
+    added: list, new: list, key: Callable, cidrs: Callable, ids_checked: bool = False
+) -> bool:
+    if not ids_checked and not _unique(list(map(attrgetter("id"), new))):
         return False
     protocols = {r.protocol for r in added}
     for rule in [r for r in new if r.protocol in protocols]:
@@ -502,10 +504,11 @@ def _rule_section_ok(added: list, new: list, key: Callable, cidrs: Callable) -> 
 def _ingress_ok(ctx: _Context, added: list[IngressRule], new: list[IngressRule]) -> bool:
     if any(next(_check_ingress(ctx, r, ""), None) for r in added):
         return False
+    if not _unique(list(map(attrgetter("id"), new))):
+        return False
     ips = {r.public_ip for r in added}
-    return _rule_section_ok(
-        added, [r for r in new if r.public_ip in ips], _ingress_key, _ingress_cidrs
-    ) and _unique(list(map(attrgetter("id"), new)))
+    return _rule_section_ok(added, [r for r in new if r.public_ip in ips], _ingress_key,
+                            _ingress_cidrs, ids_checked=True)
 
 
 def _egress_ok(ctx: _Context, added: list[EgressRule], new: list[EgressRule]) -> bool:
