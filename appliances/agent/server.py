@@ -157,8 +157,13 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, ssl_context=ssl_ctx)
     await site.start()
-    log.info("agent %s (%s) listening on https://%s:%s", args.appliance_id, role.name,
-             args.listen, args.port)
+    log.info(
+        "agent %s (%s) listening on https://%s:%s",
+        args.appliance_id,
+        role.name,
+        args.listen,
+        args.port,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -173,6 +178,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(serve(args))
     return 0

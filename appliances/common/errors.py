@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from appliances.common.types import PATTERN_HINTS
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -36,6 +38,10 @@ class DocumentError(ValueError):
         errors = []
         for err in exc.errors(include_url=False):
             msg = err["msg"]
+            if err["type"] == "string_pattern_mismatch":
+                hint = PATTERN_HINTS.get(err.get("ctx", {}).get("pattern", ""))
+                if hint:
+                    msg = f"must be {hint}"
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
             # Show the offending input for scalar values, truncated: helps find it.

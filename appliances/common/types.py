@@ -20,19 +20,59 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _UNICAST_FIRST = r"(22[0-3]|2[01][0-9]|1[0-9][0-9]|[1-9][0-9]?)"  # 1..223
 _QUAD = rf"{_OCTET}(\.{_OCTET}){{3}}"
 
+#: What each pattern means, for error messages (see errors.DocumentError).
+PATTERN_HINTS: dict[str, str] = {}
+
+
+def _pattern(regex: str, hint: str) -> str:
+    PATTERN_HINTS[regex] = hint
+    return regex
+
+
 #: Identifiers (router id, rule id): shows up in nft comments and file names.
-SafeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+SafeId = Annotated[
+    str,
+    StringConstraints(
+        pattern=_pattern(
+            r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            "an id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    ),
+]
 
 #: One DNS label, as a guest hostname (RFC 1123).
-Hostname = Annotated[str, StringConstraints(pattern=rf"^{_LABEL}$")]
+Hostname = Annotated[
+    str,
+    StringConstraints(
+        pattern=_pattern(
+            rf"^{_LABEL}$",
+            "a hostname: 1-63 letters, digits or '-', not starting or ending with '-'",
+        )
+    ),
+]
 
 #: A DNS name made of RFC 1123 labels, at most 253 characters.
 DomainName = Annotated[
-    str, StringConstraints(max_length=253, pattern=rf"^{_LABEL}(\.{_LABEL})*$")
+    str,
+    StringConstraints(
+        max_length=253,
+        pattern=_pattern(
+            rf"^{_LABEL}(\.{_LABEL})*$",
+            "a DNS name: dot-separated labels of letters, digits or '-' (no trailing dot)",
+        ),
+    ),
 ]
 
 #: A Linux interface name (IFNAMSIZ is 16 with the NUL).
-IfName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")]
+IfName = Annotated[
+    str,
+    StringConstraints(
+        pattern=_pattern(
+            r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$",
+            "an interface name: 1-15 letters, digits, '.', '_' or '-'",
+        )
+    ),
+]
 
 
 def _unicast_mac(value: str) -> str:
@@ -46,7 +86,11 @@ def _unicast_mac(value: str) -> str:
 
 Mac = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"),
+    StringConstraints(
+        pattern=_pattern(
+            r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "a MAC address like 52:54:00:ab:cd:ef"
+        )
+    ),
     AfterValidator(_unicast_mac),
 ]
 
@@ -58,14 +102,19 @@ IcmpValue = Annotated[int, Field(ge=-1, le=255)]
 #: Any IPv4 address, e.g. "10.1.1.1".
 IPv4 = Annotated[
     str,
-    StringConstraints(pattern=rf"^{_QUAD}$"),
+    StringConstraints(pattern=_pattern(rf"^{_QUAD}$", "an IPv4 address like 10.1.1.1")),
     WithJsonSchema({"type": "string", "format": "ipv4"}),
 ]
 
 #: A unicast host address: first octet 1..223, so never 0.x, multicast or broadcast.
 HostIPv4 = Annotated[
     str,
-    StringConstraints(pattern=rf"^{_UNICAST_FIRST}(\.{_OCTET}){{3}}$"),
+    StringConstraints(
+        pattern=_pattern(
+            rf"^{_UNICAST_FIRST}(\.{_OCTET}){{3}}$",
+            "a unicast IPv4 host address like 10.1.1.1 (first octet 1-223, no leading zeros)",
+        )
+    ),
     WithJsonSchema({"type": "string", "format": "ipv4", "description": "unicast host address"}),
 ]
 
@@ -82,7 +131,9 @@ def _strict_network(value: str) -> str:
 #: A network in CIDR form with no host bits set, e.g. "10.1.1.0/24".
 CidrV4 = Annotated[
     str,
-    StringConstraints(pattern=rf"^{_QUAD}/(3[0-2]|[12]?[0-9])$"),
+    StringConstraints(
+        pattern=_pattern(rf"^{_QUAD}/(3[0-2]|[12]?[0-9])$", "an IPv4 network like 10.1.1.0/24")
+    ),
     AfterValidator(_strict_network),
     WithJsonSchema({"type": "string", "format": "ipv4-network"}),
 ]

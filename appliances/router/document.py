@@ -101,9 +101,7 @@ class _PortsMixin(_Model):
             if self.start_port is None:
                 raise ValueError(f"start_port is required for protocol {self.protocol}")
             if self.end_port is not None and self.end_port < self.start_port:
-                raise ValueError(
-                    f"end_port {self.end_port} is below start_port {self.start_port}"
-                )
+                raise ValueError(f"end_port {self.end_port} is below start_port {self.start_port}")
             if self.icmp_type is not None or self.icmp_code is not None:
                 raise ValueError("icmp_type/icmp_code are only for protocol icmp")
         else:
@@ -113,9 +111,14 @@ class _PortsMixin(_Model):
                 self.icmp_type is not None or self.icmp_code is not None
             ):
                 raise ValueError("icmp_type/icmp_code are only for protocol icmp")
-            if self.protocol == "icmp" and self.icmp_type in (None, -1) and self.icmp_code not in (
-                None,
-                -1,
+            if (
+                self.protocol == "icmp"
+                and self.icmp_type in (None, -1)
+                and self.icmp_code
+                not in (
+                    None,
+                    -1,
+                )
             ):
                 raise ValueError("icmp_code needs a specific icmp_type")
         return self
@@ -132,8 +135,9 @@ class IngressRule(_PortsMixin):
 
     id: SafeId
     public_ip: HostIPv4
-    source_cidrs: list[CidrV4] = Field(default_factory=lambda: [ANY_V4], min_length=1,
-                                       max_length=256)
+    source_cidrs: list[CidrV4] = Field(
+        default_factory=lambda: [ANY_V4], min_length=1, max_length=256
+    )
 
 
 class EgressRule(_PortsMixin):
@@ -144,8 +148,9 @@ class EgressRule(_PortsMixin):
     source_cidrs: list[CidrV4] = Field(
         default_factory=list, max_length=256, description="Empty: the whole guest network."
     )
-    destination_cidrs: list[CidrV4] = Field(default_factory=lambda: [ANY_V4], min_length=1,
-                                            max_length=256)
+    destination_cidrs: list[CidrV4] = Field(
+        default_factory=lambda: [ANY_V4], min_length=1, max_length=256
+    )
 
 
 class Egress(_Model):
@@ -162,8 +167,9 @@ class PortForward(_Model):
     guest_ip: HostIPv4
     guest_start: Port
     guest_end: Port | None = None
-    source_cidrs: list[CidrV4] = Field(default_factory=lambda: [ANY_V4], min_length=1,
-                                       max_length=256)
+    source_cidrs: list[CidrV4] = Field(
+        default_factory=lambda: [ANY_V4], min_length=1, max_length=256
+    )
 
     @model_validator(mode="after")
     def _ranges_match(self) -> Self:
@@ -172,7 +178,9 @@ class PortForward(_Model):
             raise ValueError(f"public_end {pub_end} is below public_start {pub_start}")
         if self.guest_end is not None:
             if self.guest_end < self.guest_start:
-                raise ValueError(f"guest_end {self.guest_end} is below guest_start {self.guest_start}")
+                raise ValueError(
+                    f"guest_end {self.guest_end} is below guest_start {self.guest_start}"
+                )
             if pub_end - pub_start != self.guest_end - self.guest_start:
                 raise ValueError(
                     f"public range {pub_start}-{pub_end} and guest range "

@@ -133,7 +133,11 @@ class RouterParser:
             ready[section] = out
             # Keys are unique in a valid document, so hits == len(memo) means every
             # remembered item is still there (a repeat would fail verify anyway).
-            notes[section] = (memo, fresh, hits == len(memo))        # Big lists stand in empty and are slotted in afterwards; small reused
+            notes[section] = (
+                memo,
+                fresh,
+                hits == len(memo),
+            )  # Big lists stand in empty and are slotted in afterwards; small reused
         # sections pass as model instances, which pydantic keeps as they are.
         stand_ins = {s: [] for s in ready if s in MEMO_SECTIONS}
         instances = {s: v for s, v in ready.items() if s not in MEMO_SECTIONS}
@@ -145,11 +149,14 @@ class RouterParser:
         if len(self._notes) > 8:  # parsed but never applied (rejected): forget
             self._notes.clear()
         self._notes[id(doc)] = notes
-        derivation.record(doc, derivation.Derivation(
-            base=prev,
-            added={s: [m for _k, _i, m in fresh] for s, (_b, fresh, _n) in notes.items()},
-            nothing_removed=frozenset(s for s, (_b, _f, none) in notes.items() if none),
-        ))
+        derivation.record(
+            doc,
+            derivation.Derivation(
+                base=prev,
+                added={s: [m for _k, _i, m in fresh] for s, (_b, fresh, _n) in notes.items()},
+                nothing_removed=frozenset(s for s, (_b, _f, none) in notes.items() if none),
+            ),
+        )
         return doc
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from appliances.agent.service import AgentContext, Service
 from appliances.router.document import RouterDocument
+from appliances.router.parse import RouterParser
 from appliances.router.services.dnsmasq import DnsmasqService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
-from appliances.router.parse import RouterParser
 
 
 class RouterRole:

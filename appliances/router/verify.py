@@ -157,7 +157,8 @@ def _check_egress(ctx: _Context, rule: EgressRule, loc: str) -> Iterator[FieldEr
     for k, cidr in enumerate(rule.source_cidrs):
         if not addr.subnet_of(cidr, ctx.guest_cidr):
             yield FieldError(
-                f"{loc}.source_cidrs.{k}", f"{cidr} is not inside the guest network {ctx.guest_cidr}"
+                f"{loc}.source_cidrs.{k}",
+                f"{cidr} is not inside the guest network {ctx.guest_cidr}",
             )
     yield from _own_overlaps(_egress_cidrs(rule, ctx.guest_cidr), loc)
 
@@ -258,7 +259,9 @@ def _cidr_clash(a: list[tuple], b: list[tuple], same: bool = False) -> str | Non
         for j, y in enumerate(b):
             if same and j <= i:
                 continue
-            if all(p == ANY_V4 or q == ANY_V4 or addr.overlaps(p, q) for p, q in zip(x, y, strict=True)):
+            if all(
+                p == ANY_V4 or q == ANY_V4 or addr.overlaps(p, q) for p, q in zip(x, y, strict=True)
+            ):
                 return " and ".join(" -> ".join(t) for t in (x, y))
     return None
 
@@ -507,16 +510,19 @@ def _ingress_ok(ctx: _Context, added: list[IngressRule], new: list[IngressRule])
     if not _unique(list(map(attrgetter("id"), new))):
         return False
     ips = {r.public_ip for r in added}
-    return _rule_section_ok(added, [r for r in new if r.public_ip in ips], _ingress_key,
-                            _ingress_cidrs, ids_checked=True)
+    return _rule_section_ok(
+        added,
+        [r for r in new if r.public_ip in ips],
+        _ingress_key,
+        _ingress_cidrs,
+        ids_checked=True,
+    )
 
 
 def _egress_ok(ctx: _Context, added: list[EgressRule], new: list[EgressRule]) -> bool:
     if any(next(_check_egress(ctx, r, ""), None) for r in added):
         return False
-    return _rule_section_ok(
-        added, new, _egress_key, lambda r: _egress_cidrs(r, ctx.guest_cidr)
-    )
+    return _rule_section_ok(added, new, _egress_key, lambda r: _egress_cidrs(r, ctx.guest_cidr))
 
 
 def _host_ok(ctx: _Context, added: list[DhcpHost], new: list[DhcpHost]) -> bool:

@@ -65,7 +65,9 @@ class NftablesService(Service):
             # converge with the whole ruleset instead.
             log.warning("element update refused, applying the whole ruleset: %s", result.output)
             self.state.event("element update refused; re-applied the whole ruleset")
-            data["full"] = nft_render.render_ruleset(nft_model.plan(data["doc"], self.ctx.agent_port))
+            data["full"] = nft_render.render_ruleset(
+                nft_model.plan(data["doc"], self.ctx.agent_port)
+            )
         result = await self._nft_file(self.dir / "ruleset.nft", data["full"])
         if not result.ok:
             failed = self.dir / "ruleset.nft.failed"
