@@ -10,6 +10,7 @@ document with tens of thousands of entries validates quickly; use
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from typing import Annotated
 
@@ -41,6 +42,21 @@ SafeId = Annotated[
 ]
 
 #: One DNS label, as a guest hostname (RFC 1123).
+_LEASE_TIME_LIKE = re.compile(r"[0-9]+[smhdw]?", re.IGNORECASE)
+_DNSMASQ_WORDS = {"ignore", "infinite"}
+
+
+def _not_a_dnsmasq_word(value: str) -> str:
+    # dnsmasq's dhcp-host reads these fields as a lease time or the "ignore this host"
+    # keyword, so such a host would silently get no name (or no lease at all).
+    if value.lower() in _DNSMASQ_WORDS or _LEASE_TIME_LIKE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} reads as a lease time or keyword in dnsmasq; "
+            "use a hostname with at least one letter that is not 'ignore' or 'infinite'"
+        )
+    return value
+
+
 Hostname = Annotated[
     str,
     StringConstraints(
@@ -49,6 +65,7 @@ Hostname = Annotated[
             "a hostname: 1-63 letters, digits or '-', not starting or ending with '-'",
         )
     ),
+    AfterValidator(_not_a_dnsmasq_word),
 ]
 
 #: A DNS name made of RFC 1123 labels, at most 253 characters.

@@ -159,6 +159,14 @@ class Egress(_Model):
 
 
 class PortForward(_Model):
+    """Public IP and port(s) to a guest address and port(s).
+
+    As in CloudStack, a forward does not open the firewall by itself: traffic
+    reaches it only if an ingress rule on the public IP allows it (the
+    management server adds that rule when openfirewall is true, the default).
+    ``source_cidrs`` narrows further who may use the forward.
+    """
+
     id: SafeId
     public_ip: HostIPv4
     protocol: Literal["tcp", "udp"]
@@ -202,6 +210,8 @@ class PortForward(_Model):
 
 
 class StaticNat(_Model):
+    """One-to-one NAT; inbound traffic still needs ingress rules on the public IP."""
+
     public_ip: HostIPv4
     guest_ip: HostIPv4
 

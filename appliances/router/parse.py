@@ -6,11 +6,14 @@ The management server always sends the whole document, and a router with
 parser remembers the raw JSON and the model of every item of the last accepted
 document, by key, and reuses the model when the raw item is equal (a C-level
 dict comparison). Reused items are the *same objects*, which lets verify, the
-nftables delta and dnsmasq find what changed by identity.
+nftables delta and dnsmasq find what changed by identity; the parser also
+records what it validated anew (appliances/router/derivation.py) so they need
+not even scan for it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -20,6 +23,8 @@ from appliances.router import derivation, verify
 from appliances.router.document import (
     DhcpHost,
     DnsRecord,
+    Egress,
+    EgressRule,
     IngressRule,
     PortForward,
     PublicIp,
@@ -27,31 +32,85 @@ from appliances.router.document import (
     StaticNat,
 )
 
-#: Top-level lists worth remembering item by item, with the raw field that
-#: identifies an item (a key seen twice only means less reuse, never a wrong one).
-MEMO_SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
-    "port_forwards": (PortForward, "id"),
-    "ingress_rules": (IngressRule, "id"),
-    "dhcp_hosts": (DhcpHost, "mac"),
-    "dns_records": (DnsRecord, "name"),
-    "public_ips": (PublicIp, "ip"),
-    "static_nats": (StaticNat, "public_ip"),
-}
 
-_adapters = {name: TypeAdapter(model) for name, (model, _key) in MEMO_SECTIONS.items()}
+@dataclass(frozen=True)
+class ListSection:
+    """A list of items in the document worth remembering item by item."""
+
+    path: tuple[str, ...]  # ("port_forwards",) or ("egress", "rules")
+    model: type[BaseModel]
+    key: str  # the raw field that identifies an item; a key seen twice only costs reuse
+
+    def get(self, obj: Any) -> Any:
+        for part in self.path:
+            obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+        return obj
+
+
+#: Named as the consumers (verify, nft_model) name them.
+SECTIONS: dict[str, ListSection] = {
+    "port_forwards": ListSection(("port_forwards",), PortForward, "id"),
+    "ingress_rules": ListSection(("ingress_rules",), IngressRule, "id"),
+    "egress_rules": ListSection(("egress", "rules"), EgressRule, "id"),
+    "dhcp_hosts": ListSection(("dhcp_hosts",), DhcpHost, "mac"),
+    "dns_records": ListSection(("dns_records",), DnsRecord, "name"),
+    "public_ips": ListSection(("public_ips",), PublicIp, "ip"),
+    "static_nats": ListSection(("static_nats",), StaticNat, "public_ip"),
+}
+TOP_LEVEL = {name for name, s in SECTIONS.items() if len(s.path) == 1}
+
+_adapters = {name: TypeAdapter(s.model) for name, s in SECTIONS.items()}
+
+Memo = dict[Any, tuple[dict, BaseModel]]
+
+
+class _Invalid(Exception):
+    """Some item failed validation: redo the whole document for complete errors."""
+
+
+@dataclass
+class _Walk:
+    """One list's items after a parse, and how they relate to the memo."""
+
+    memo: Memo  # the memo the walk used
+    items: list
+    fresh: list[tuple[Any, dict, BaseModel]]
+    nothing_removed: bool
+
+
+def _walk(section: str, raw_items: list, memo: Memo) -> _Walk:
+    key = SECTIONS[section].key
+    adapter = _adapters[section]
+    out: list = []
+    fresh: list[tuple[Any, dict, BaseModel]] = []
+    hits = 0
+    try:
+        for item in raw_items:
+            hit = memo.get(item.get(key)) if isinstance(item, dict) else None
+            if hit is not None and hit[0] == item:
+                out.append(hit[1])
+                hits += 1
+            else:
+                model = adapter.validate_python(item)
+                out.append(model)
+                fresh.append((item.get(key), item, model))
+    except (ValidationError, TypeError, AttributeError):
+        raise _Invalid from None
+    # Keys are unique in a valid document, so hits == len(memo) means every
+    # remembered item is still there (a repeat would fail verify anyway).
+    return _Walk(memo, out, fresh, hits == len(memo))
 
 
 class RouterParser:
     """Validates documents against the last accepted one. One per agent."""
 
     def __init__(self) -> None:
-        self._memo: dict[str, dict[Any, tuple[dict, BaseModel]]] = {}
-        # For recently parsed documents (by id), per section: the memo it was
-        # parsed against, its new entries, and whether nothing was removed.
-        self._notes: dict[int, dict[str, tuple[dict, list, bool]]] = {}
-        self._retired: list[tuple] = []
+        self._memo: dict[str, Memo] = {}
         self._raw: dict = {}
         self.accepted: RouterDocument | None = None
+        # Walks of recently parsed documents (by id), for accept().
+        self._walks: dict[int, dict[str, _Walk]] = {}
+        self._retired: list[tuple] = []
 
     def parse(self, raw: Any) -> RouterDocument:
         """A valid document, or DocumentError naming every bad field."""
@@ -63,23 +122,24 @@ class RouterParser:
 
     def accept(self, raw: dict, doc: RouterDocument) -> None:
         """Remember ``doc`` (applied) and its raw items for the next parse."""
-        memo = {}
-        prev = self.accepted
-        notes = self._notes.pop(id(doc), {})
-        self._notes.clear()
-        for section, (_model, key) in MEMO_SECTIONS.items():
-            items = raw.get(section) or []
-            if prev is not None and getattr(doc, section) is getattr(prev, section):
-                memo[section] = self._memo[section]  # the very same items
+        walks = self._walks.pop(id(doc), {})
+        self._walks.clear()
+        memo: dict[str, Memo] = {}
+        for name, section in SECTIONS.items():
+            items = section.get(doc) or []
+            old = self._memo.get(name)
+            if self.accepted is not None and items is section.get(self.accepted):
+                memo[name] = old  # the very same items
                 continue
-            base, fresh, nothing_removed = notes.get(section, (None, [], False))
-            if nothing_removed and base is self._memo.get(section):
+            walk = walks.get(name)
+            if walk is not None and walk.nothing_removed and walk.memo is old:
                 # Only additions: extend a copy instead of rebuilding (10,000 items).
-                memo[section] = {**base, **{k: (item, model) for k, item, model in fresh}}
+                memo[name] = {**old, **{k: (item, model) for k, item, model in walk.fresh}}
                 continue
-            memo[section] = {
-                item.get(key): (item, model)
-                for item, model in zip(items, getattr(doc, section), strict=True)
+            raw_items = section.get(raw) or []
+            key = section.key
+            memo[name] = {
+                item.get(key): (item, model) for item, model in zip(raw_items, items, strict=True)
             }
         # Freeing the previous raw JSON (hundreds of thousands of objects for a big
         # router) takes milliseconds; keep it until release_retired(), which the
@@ -93,68 +153,58 @@ class RouterParser:
     def _validate(self, raw: Any) -> RouterDocument:
         if not isinstance(raw, dict) or self.accepted is None:
             return _full_validate(raw)
-        prev = self.accepted
-        notes: dict[str, tuple[dict, list, bool]] = {}
-        # Sections to slot in after validation (model_copy does not validate), so
-        # that reused items' validators do not run again.
-        ready: dict[str, Any] = {}
-        for section, value in raw.items():
-            old = self._raw.get(section)
+        try:
+            return self._validate_with_memo(raw, self.accepted)
+        except (_Invalid, ValidationError):
+            # Report with the whole document's locations: the slow path is fine here.
+            return _full_validate(raw)
+
+    def _validate_with_memo(self, raw: dict, prev: RouterDocument) -> RouterDocument:
+        # A whole top-level section equal to the last one is reused as it is.
+        reused: dict[str, Any] = {}
+        for field, value in raw.items():
+            old = self._raw.get(field)
             if (
-                section in RouterDocument.model_fields
+                field in RouterDocument.model_fields
                 and isinstance(value, dict | list)
                 and type(old) is type(value)
-                and len(old) == len(value)  # an added or removed item: skip the long walk
+                and len(old) == len(value)  # an item added or removed: skip the long walk
                 and old == value
             ):
-                ready[section] = getattr(prev, section)
-        for section, (_model, key) in MEMO_SECTIONS.items():
-            items = raw.get(section)
-            if section in ready or not isinstance(items, list):
+                reused[field] = getattr(prev, field)
+        walks: dict[str, _Walk] = {}
+        for name, section in SECTIONS.items():
+            raw_items = section.get(raw)
+            if section.path[0] in reused or not isinstance(raw_items, list):
                 continue
-            memo = self._memo.get(section, {})
-            adapter = _adapters[section]
-            out = []
-            fresh: list[tuple[Any, dict, BaseModel]] = []
-            hits = 0
-            try:
-                for item in items:
-                    hit = memo.get(item.get(key)) if isinstance(item, dict) else None
-                    if hit is not None and hit[0] == item:
-                        out.append(hit[1])
-                        hits += 1
-                    else:
-                        model = adapter.validate_python(item)
-                        out.append(model)
-                        fresh.append((item.get(key), item, model))
-            except (ValidationError, TypeError, AttributeError):
-                # Report with the whole document's locations: the slow path is fine here.
-                return _full_validate(raw)
-            ready[section] = out
-            # Keys are unique in a valid document, so hits == len(memo) means every
-            # remembered item is still there (a repeat would fail verify anyway).
-            notes[section] = (
-                memo,
-                fresh,
-                hits == len(memo),
-            )  # Big lists stand in empty and are slotted in afterwards; small reused
-        # sections pass as model instances, which pydantic keeps as they are.
-        stand_ins = {s: [] for s in ready if s in MEMO_SECTIONS}
-        instances = {s: v for s, v in ready.items() if s not in MEMO_SECTIONS}
-        try:
-            base = RouterDocument.model_validate({**raw, **instances, **stand_ins})
-        except ValidationError:
-            return _full_validate(raw)
-        doc = base.model_copy(update={s: ready[s] for s in stand_ins})
-        if len(self._notes) > 8:  # parsed but never applied (rejected): forget
-            self._notes.clear()
-        self._notes[id(doc)] = notes
+            walks[name] = _walk(name, raw_items, self._memo.get(name, {}))
+        if "egress_rules" in walks:
+            egress = dict(raw["egress"])
+            egress["rules"] = []
+            model = Egress.model_validate(egress)
+            reused["egress"] = model.model_copy(update={"rules": walks["egress_rules"].items})
+        # Big lists stand in empty while the rest is validated and are slotted in
+        # afterwards (model_copy does not validate, so their items' validators do
+        # not run again); other reused sections pass as model instances, which
+        # pydantic keeps as they are.
+        lists = {
+            name: walks[name].items if name in walks else reused[name]
+            for name in TOP_LEVEL
+            if name in walks or name in reused
+        }
+        base = RouterDocument.model_validate(
+            {**raw, **reused, **{name: [] for name in lists}}
+        )
+        doc = base.model_copy(update=lists)
+        if len(self._walks) > 8:  # parsed but never applied (rejected): forget
+            self._walks.clear()
+        self._walks[id(doc)] = walks
         derivation.record(
             doc,
             derivation.Derivation(
                 base=prev,
-                added={s: [m for _k, _i, m in fresh] for s, (_b, fresh, _n) in notes.items()},
-                nothing_removed=frozenset(s for s, (_b, _f, none) in notes.items() if none),
+                added={name: [m for _k, _i, m in w.fresh] for name, w in walks.items()},
+                nothing_removed=frozenset(n for n, w in walks.items() if w.nothing_removed),
             ),
         )
         return doc

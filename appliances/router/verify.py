@@ -132,6 +132,16 @@ def _in_guest(ctx: _Context, ip: str, loc: str) -> Iterator[FieldError]:
         yield FieldError(loc, f"{ip} is the guest gateway (the router itself)")
 
 
+def _bad_next_hop(cidr: str, gateway: str, own: set[str]) -> str | None:
+    """Why ``gateway`` cannot be a next hop on network ``cidr`` (None if it can)."""
+    first, last = addr.net_range(cidr)
+    if last - first > 1 and addr.ip_int(gateway) in (first, last):
+        return f"{gateway} is the network or broadcast address of {cidr}"
+    if gateway in own:
+        return f"{gateway} is an address of the router itself"
+    return None
+
+
 def _public_known(ctx: _Context, ip: str, loc: str) -> Iterator[FieldError]:
     if ip not in ctx.publics:
         yield FieldError(loc, f"{ip} is not one of the router's public_ips")
@@ -143,8 +153,15 @@ def _own_overlaps(cidrs: list[tuple[str, ...]], loc: str) -> Iterator[FieldError
         yield FieldError(loc, f"its own entries overlap ({clash})")
 
 
+#: The name the router's DNS gives its own guest address (templates/hosts.j2).
+ROUTER_HOSTNAME = "router"
+RESERVED_HOSTNAMES = frozenset({ROUTER_HOSTNAME})
+
+
 def _check_host(ctx: _Context, host: DhcpHost, loc: str) -> Iterator[FieldError]:
     yield from _in_guest(ctx, host.ip, f"{loc}.ip")
+    if host.hostname.lower() in RESERVED_HOSTNAMES:
+        yield FieldError(f"{loc}.hostname", f"{host.hostname!r} is the router's own name")
 
 
 def _check_ingress(ctx: _Context, rule: IngressRule, loc: str) -> Iterator[FieldError]:
@@ -331,6 +348,8 @@ def _guest_network(doc: RouterDocument) -> Iterator[FieldError]:
                 f"guest_network.classless_routes.{n}.gateway",
                 f"{route.gateway} is not in the guest network {gn.cidr}",
             )
+        elif why := _bad_next_hop(gn.cidr, route.gateway, {gn.gateway}):
+            yield FieldError(f"guest_network.classless_routes.{n}.gateway", why)
         if route.destination == ANY_V4:
             yield FieldError(
                 f"guest_network.classless_routes.{n}.destination",
@@ -410,12 +429,17 @@ def _static_nats(ctx: _Context, doc: RouterDocument) -> Iterator[FieldError]:
 
 def _static_routes(doc: RouterDocument, public_nets: list[str]) -> Iterator[FieldError]:
     connected = [doc.guest_network.cidr, *public_nets]
+    own = {str(a.ip) for i in doc.interfaces for a in i.addresses}
+    own |= {p.ip for p in doc.public_ips}
     for n, route in enumerate(doc.static_routes):
-        if not any(addr.contains(net, route.gateway) for net in connected):
+        net = next((c for c in connected if addr.contains(c, route.gateway)), None)
+        if net is None:
             yield FieldError(
                 f"static_routes.{n}.gateway",
                 f"{route.gateway} is not on a directly connected network (guest or public)",
             )
+        elif why := _bad_next_hop(net, route.gateway, own):
+            yield FieldError(f"static_routes.{n}.gateway", why)
         if addr.overlaps(route.cidr, doc.guest_network.cidr):
             yield FieldError(f"static_routes.{n}.cidr", f"{route.cidr} overlaps the guest network")
         if route.cidr == ANY_V4:

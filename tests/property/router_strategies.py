@@ -13,6 +13,8 @@ what the agent's incremental parser and element deltas are for.
 
 from __future__ import annotations
 
+import re
+
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +34,11 @@ labels = st.one_of(
     st.from_regex(LABEL_RE, fullmatch=True),
     st.integers(1, 63).map(lambda n: "h" * n),  # long labels, which regexes rarely reach
 )
-hostnames = labels
+# dnsmasq reads all-digit names (with an optional s/m/h/d/w) as lease times, and
+# "router" is the router's own name: the document refuses those.
+hostnames = labels.filter(
+    lambda h: not re.fullmatch(r"[0-9]+[smhdwSMHDW]?|ignore|infinite|router", h, re.I)
+)
 domains = (
     st.lists(labels, min_size=1, max_size=4).map(".".join).filter(lambda d: len(d) <= 253)
 )
@@ -284,9 +290,11 @@ def contents(draw, frame: Frame) -> dict:
     ]
     route_nets = [n for n in draw(st.lists(any_network(1, 32), max_size=3, unique=True))
                   if not n.overlaps(guest)]
-    doc["static_routes"] = [
-        {"cidr": str(n), "gateway": draw(st.one_of(connected))} for n in route_nets
-    ]
+    own = {ip for ip in public_ips} | {
+        a.split("/")[0] for i in frame.interfaces() for a in i["addresses"]
+    }
+    routes = [{"cidr": str(n), "gateway": draw(st.one_of(connected))} for n in route_nets]
+    doc["static_routes"] = [r for r in routes if r["gateway"] not in own]
     return doc
 
 

@@ -341,13 +341,6 @@ def test_nft_quote_filter_refuses_bad_names():
             nft_render.render_ruleset(nft_model.plan(_with(doc, interfaces=ifaces), 8443))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (defence in depth): the dnsmasq environment's finalize allows ',' (and '='), "
-    "which separate fields in dhcp-hosts/dhcp-opts lines, so an unvalidated hostname "
-    "'web1,ignore' is written and turns into dnsmasq's 'ignore' keyword; values need "
-    "per-field escaping/filters rather than one character class for the whole file",
-)
 def test_dnsmasq_refuses_field_separator_in_hostname():
     doc = _doc()
     bad = _with(doc, dhcp_hosts=_replace_first(doc.dhcp_hosts, DhcpHost, hostname="web1,ignore"))

@@ -148,11 +148,6 @@ def test_classless_route_duplicate_destination():
                   "the same destination as guest_network.classless_routes.0.destination")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a classless route's gateway may be the guest broadcast/network address "
-    "(verify only checks 'in cidr'); guests would get an unusable next hop",
-)
 def test_classless_route_gateway_is_not_broadcast():
     data = full()
     data["guest_network"]["classless_routes"][0]["gateway"] = "10.1.1.255"
@@ -231,13 +226,6 @@ def test_duplicate_dhcp_hostname_ignores_case():
     only_error_at(data, "dhcp_hosts.1.hostname", "the same hostname as dhcp_hosts.0.hostname")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dnsmasq reads a dhcp-host field that is all digits (optionally with an "
-    "s/m/h/d/w suffix) or 'infinite' as a lease time and 'ignore' as 'ignore this host', so "
-    "these RFC-1123-valid hostnames are silently lost (or the host gets no DHCP at all); "
-    "Hostname/verify should refuse them",
-)
 @pytest.mark.parametrize("hostname", ["ignore", "infinite", "1234", "45m", "2d"])
 def test_hostnames_dnsmasq_would_misread(hostname):
     data = full()
@@ -602,12 +590,6 @@ def test_static_route_duplicate_destination():
     only_error_at(data, "static_routes.1.cidr", "the same destination as static_routes.0.cidr")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a static route via the guest broadcast address passes verify ('in cidr' only) "
-    "but the kernel refuses it at apply time ('Nexthop has invalid gateway'); the same holds "
-    "for a public subnet's broadcast address",
-)
 def test_static_route_gateway_is_not_a_broadcast_address():
     data = full()
     data["static_routes"][0]["gateway"] = "10.1.1.255"

@@ -24,6 +24,7 @@ from appliances.common.files import atomic_write, read_text
 from appliances.common.proc import run
 from appliances.common.render import make_environment
 from appliances.router.document import RouterDocument
+from appliances.router.verify import ROUTER_HOSTNAME
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ RELOADED = ("dhcp-hosts", "dhcp-opts", "hosts", "servers")
 RELOAD_TIMEOUT = 5.0
 START_TIMEOUT = 5.0
 
-_env = make_environment("appliances.router", safe_chars=r"A-Za-z0-9._:/,=-")
+# No ',' or '=' in a value: they separate fields in dnsmasq's lines, so a value that
+# carried one could add a field ("web1,ignore"). Templates write separators themselves.
+_env = make_environment("appliances.router", safe_chars=r"A-Za-z0-9._:/-")
 
 
 @dataclass
@@ -152,7 +155,7 @@ def render(doc: RouterDocument, directory: str) -> dict[str, str]:
     guest = doc.interface("guest")
     dns_servers = list(gn.dns_servers) or [gn.gateway]
     network = ipaddress.IPv4Network(gn.cidr)
-    routes = [f"{r.destination},{r.gateway}" for r in gn.classless_routes]
+    routes = [(r.destination, r.gateway) for r in gn.classless_routes]
     common = {"router_id": doc.router_id, "dir": directory, "lease": lease}
     return {
         MAIN: _env.get_template("dnsmasq.conf.j2").render(
@@ -167,7 +170,7 @@ def render(doc: RouterDocument, directory: str) -> dict[str, str]:
             gateway=gn.gateway, dns_servers=dns_servers, domain=gn.domain, routes=routes
         ),
         "hosts": _env.get_template("hosts.j2").render(
-            gateway=gn.gateway, router_name="router", hosts=doc.dhcp_hosts,
+            gateway=gn.gateway, router_name=ROUTER_HOSTNAME, hosts=doc.dhcp_hosts,
             records=doc.dns_records,
         ),
         "servers": _env.get_template("servers.j2").render(servers=gn.upstream_resolvers),

@@ -22,7 +22,8 @@ from appliances.common.proc import run
 from appliances.router.document import RouterDocument
 
 IP = "ip"
-ROUTE_PROTO = "186"  # marks routes owned by Skiff
+#: Marks routes owned by Skiff; not one iproute2 assigns (186 would be bgp, 18 keepalived).
+ROUTE_PROTO = "95"
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
 
