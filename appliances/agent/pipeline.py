@@ -64,6 +64,11 @@ class Applier:
         self.document_body: bytes | None = None
         self.document_hash: str | None = None
         self.last_error: dict | None = None
+        # False while the applied document is not fully in place (a failed start,
+        # a failed rollback): a resend of the same generation then converges again,
+        # and a background task keeps retrying.
+        self.converged = True
+        self._retry: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -96,15 +101,20 @@ class Applier:
                         f"{current.generation}"
                     )
                 if doc.generation == current.generation:
-                    if digest == self.document_hash or doc == current:
+                    same = digest == self.document_hash or doc == current
+                    if same and self.converged:
                         return Outcome(doc.generation, False, {}, 0.0)
+                    if same:
+                        outcome = await self._converge(doc, rollback=False)
+                        self._converged_now()
+                        return outcome
                     raise GenerationConflict(
                         f"generation {doc.generation} was already applied with different "
                         "content; send the new document with a higher generation"
                     )
             saving = self.store.stage(body)  # durable copy written while services apply
             try:
-                outcome = await self._converge(doc)
+                outcome = await self._converge(doc, rollback=True)
             except BaseException:
                 await asyncio.shield(saving)
                 self.store.discard()
@@ -113,7 +123,7 @@ class Applier:
             self.store.commit()
             self.parser.accept(raw, doc)
             self.document, self.document_body, self.document_hash = doc, body, digest
-            self.last_error = None
+            self._converged_now()
             return outcome
 
     async def restore(self) -> None:
@@ -129,17 +139,50 @@ class Applier:
             log.error("stored document %s is invalid: %s", self.store.path, exc)
             return
         async with self._lock:
-            try:
-                await self._converge(doc)
-            except ApplyError as exc:
-                self.last_error = _error_dict(exc)
-                log.error("re-applying stored generation %s failed: %s", doc.generation, exc)
-            # Even when a service failed, this is the document we are converging to.
+            # This is the document to converge to, whatever happens below.
             self.parser.accept(raw, doc)
             self.document, self.document_body = doc, body
             self.document_hash = document_hash(body)
+            try:
+                # Nothing better to go back to: keep what worked, retry what did not.
+                await self._converge(doc, rollback=False)
+                self._converged_now()
+            except ApplyError as exc:
+                log.error("re-applying stored generation %s failed: %s", doc.generation, exc)
+                self._not_converged()
 
-    async def _converge(self, doc: Any) -> Outcome:
+    def _converged_now(self) -> None:
+        self.converged, self.last_error = True, None
+
+    def _not_converged(self) -> None:
+        self.converged = False
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._keep_converging(), name="reconverge")
+
+    async def _keep_converging(self, first_delay: float = 2.0, max_delay: float = 60.0) -> None:
+        """Retry the applied document until it is in place (or a newer one is)."""
+        delay = first_delay
+        while not self.converged:
+            await asyncio.sleep(delay)
+            async with self._lock:
+                if self.converged or self.document is None:
+                    return
+                try:
+                    await self._converge(self.document, rollback=False)
+                    self._converged_now()
+                    log.info("generation %s is in place after a retry", self.document.generation)
+                except ApplyError as exc:
+                    log.warning("retrying generation %s failed: %s", self.document.generation, exc)
+            delay = min(delay * 2, max_delay)
+
+    async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+
+    async def _converge(self, doc: Any, *, rollback: bool) -> Outcome:
+        """Bring every service to ``doc``. With ``rollback``, a failure returns the
+        touched services to the applied document; without, the remaining services
+        still go on (best effort) and the first failure is raised at the end."""
         started = time.perf_counter()
         changes = [await service.prepare(doc) for service in self.services]
         pending = [(s, c) for s, c in zip(self.services, changes, strict=True) if c.changed]
@@ -150,16 +193,22 @@ class Applier:
             self._record_failure(exc)
             raise
         committed: list[Service] = []
+        failures: list[ApplyError] = []
         for service, change in pending:
             committed.append(service)
             try:
                 await service.commit(change)
             except ApplyError as exc:
                 self._record_failure(exc)
+                if not rollback:
+                    failures.append(exc)
+                    continue
                 await self._rollback(committed)
                 raise
             service.state.state, service.state.last_error = "ok", None
             service.state.last_change = change.summary
+        if failures:
+            raise failures[0]
         for service in self.services:
             if service.state.state == "idle":
                 service.state.state = "ok"
@@ -199,9 +248,11 @@ class Applier:
                 log.exception("rollback of %s failed", service.name)
                 service.state.state = "failed"
                 service.state.last_error = f"rollback failed: {exc}"
+                if good is not None:
+                    self._not_converged()
 
     def status(self) -> dict:
-        return {name: s.status() for name, s in ((s.name, s) for s in self.services)}
+        return {s.name: s.status() for s in self.services}
 
 
 def _error_dict(exc: ApplyError) -> dict:

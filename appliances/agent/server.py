@@ -55,6 +55,7 @@ async def status(request: web.Request) -> web.Response:
             **info,
             "uptime_s": round(time.monotonic() - info["started"], 1),
             "applied_generation": applier.generation,
+            "converged": applier.converged,
             "document_hash": applier.document_hash,
             "last_error": applier.last_error,
             "services": applier.status(),
@@ -172,6 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     log.info("stopping")
     await runner.cleanup()
+    await applier.stop()
     for service in reversed(services):
         with contextlib.suppress(Exception):
             await service.stop()

@@ -1,15 +1,26 @@
-"""Keeps one daemon running as a child of the agent and restarts it if it dies."""
+"""Keeps one daemon running as a child of the agent and restarts it if it dies.
+
+A daemon left behind by a crashed agent would keep its sockets and serve an
+old configuration while the next agent's daemon fails to bind, so a pid file
+lets the restarted agent find it (same command line) and stop it first. (A
+parent-death signal would not do: the kernel clears it when a daemon drops
+privileges, as dnsmasq does.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from appliances.common.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +38,14 @@ class Supervisor:
     callers can wait for a line that confirms a reload, and for status.
     """
 
-    def __init__(self, name: str, on_event: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        name: str,
+        on_event: Callable[[str], None] | None = None,
+        pidfile: Path | None = None,
+    ):
         self.name = name
+        self.pidfile = pidfile
         self.argv: Sequence[str] = ()
         self.restarts = 0
         self.last_exit: int | None = None
@@ -61,6 +78,7 @@ class Supervisor:
     async def start(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
         self._wanted = True
+        await self._stop_leftover()
         await self._spawn()
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watchdog(), name=f"supervise-{self.name}")
@@ -108,6 +126,8 @@ class Supervisor:
             start_new_session=True,
         )
         self._started_at = time.monotonic()
+        if self.pidfile is not None:
+            atomic_write(self.pidfile, f"{self._proc.pid}\n")
         self._reader = asyncio.create_task(self._read(self._proc), name=f"read-{self.name}")
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
@@ -134,6 +154,33 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 1.0)
         self._proc = None
+        if self.pidfile is not None:
+            self.pidfile.unlink(missing_ok=True)
+
+    async def _stop_leftover(self, timeout: float = 3.0) -> None:
+        """Stop a daemon a crashed agent left running (same command line, from the pid file)."""
+        if self.pidfile is None or self.running:
+            return
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        except (OSError, ValueError, IndexError):
+            return
+        found = [part.decode(errors="replace") for part in cmdline]
+        # Same program (argv[0] may be a full path) and the same arguments, which name
+        # our own config file: otherwise the pid was reused by something else.
+        if not found or Path(found[0]).name != Path(self.argv[0]).name:
+            return
+        if found[1:] != list(self.argv[1:]):
+            return
+        self._on_event(f"stopping a {self.name} left over from a previous agent (pid {pid})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
 
     async def _watchdog(self) -> None:
         backoff = 0.2

@@ -818,10 +818,6 @@ def _is_dnsmasq(pid: int) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: after the agent is killed (SIGKILL), its dnsmasq lives on as an orphan holding "
-    "10.1.1.1:53/67; the restarted agent's dnsmasq cannot bind ('Address already in use'), "
-    "restore fails, and the failed restore withdraws the nftables table"))
 async def test_agent_crash_then_restart_restores_everything(lab):
     await apply(lab, port_forwards=[PF_WEB], ingress_rules=[IN_WEB])
     generation = lab.document.generation
@@ -843,10 +839,6 @@ async def test_agent_crash_then_restart_restores_everything(lab):
             await restart_agent(lab)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: when re-applying the stored document at agent start fails in one service "
-    "(dnsmasq cannot start), Applier.restore rolls every committed service back to "
-    "'generation none' and nftables withdraws its table: no firewall, NAT or forwards"))
 async def test_restore_failure_keeps_the_firewall(lab):
     await apply(lab, port_forwards=[PF_WEB], ingress_rules=[IN_WEB])
     flag = lab.wrap_dir / "fail-start"
@@ -867,8 +859,15 @@ async def test_restore_failure_keeps_the_firewall(lab):
             await blocked((lab, "internet", f"http://{G1}/"))
         finally:
             await lab.run_in("internet", ["ip", "route", "del", "10.1.1.0/24"], check=True)
-    finally:
+        assert st["converged"] is False
+        # Once dnsmasq can start again, the agent converges by itself.
         flag.unlink()
+        st = await _until(lambda: status(lab), lambda st: st["converged"], timeout=30)
+        assert st["converged"] and st["last_error"] is None, st
+        assert st["services"]["dnsmasq"]["daemon"]["running"]
+        assert await resolves(lab, "g1", "g2.lab.test", G2)
+    finally:
+        flag.unlink(missing_ok=True)
         await restart_agent(lab)
 
 

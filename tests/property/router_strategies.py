@@ -13,9 +13,8 @@ what the agent's incremental parser and element deltas are for.
 
 from __future__ import annotations
 
-import re
-
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -56,7 +56,9 @@ class DnsmasqService(Service):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.dir = ctx.state_dir / "dnsmasq"
-        self.daemon = Supervisor("dnsmasq", on_event=self.state.event)
+        self.daemon = Supervisor(
+            "dnsmasq", on_event=self.state.event, pidfile=self.dir / "dnsmasq.pid"
+        )
         self._applied: RouterDocument | None = None
 
     def _argv(self) -> list[str]:
