@@ -19,7 +19,7 @@ from appliances.agent.gcpolicy import GcPolicy
 from appliances.agent.pipeline import Applier, GenerationConflict
 from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
-from appliances.agent.tls import server_context
+from appliances.agent.tls import check_identity, server_context
 from appliances.common.errors import ApplyError, DocumentError
 from appliances.roles import ROLES
 
@@ -71,6 +71,11 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def put_config(request: web.Request) -> web.Response:
+    with request.app[GC].paused():
+        return await _put_config(request)
+
+
+async def _put_config(request: web.Request) -> web.Response:
     applier = request.app[APPLIER]
     started = time.perf_counter()
     body = await request.read()
@@ -136,6 +141,8 @@ def build_app(applier: Applier, info: dict) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    check_identity(args.cert, args.appliance_id)
+    ssl_ctx = server_context(args.ca, args.cert, args.key)
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
@@ -153,7 +160,6 @@ async def serve(args: argparse.Namespace) -> None:
         await service.start()
     await applier.restore()
 
-    ssl_ctx = server_context(args.ca, args.cert, args.key)
     runner = web.AppRunner(build_app(applier, info), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, ssl_context=ssl_ctx)

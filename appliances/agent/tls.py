@@ -5,6 +5,9 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 
 def server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
@@ -21,3 +24,29 @@ def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def certificate_names(cert: Path) -> set[str]:
+    """DNS names (SAN) and the common name of a PEM certificate."""
+    certificate = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    names = {
+        attr.value for attr in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names |= set(san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    return {str(name) for name in names}
+
+
+def check_identity(cert: Path, appliance_id: str) -> None:
+    """Clients verify that the agent's certificate names the appliance they meant
+    to reach; refuse to start with one that does not, with a message that says so."""
+    names = certificate_names(cert)
+    if appliance_id not in names:
+        raise SystemExit(
+            f"skiff agent: the certificate {cert} names {', '.join(sorted(names)) or 'nothing'}, "
+            f"not this appliance ({appliance_id}); clients would refuse it. "
+            "Issue a certificate whose DNS name is the appliance id."
+        )

@@ -209,18 +209,3 @@ def _demo(args: argparse.Namespace) -> int:
     except LabError as exc:
         return _fail(exc)
     return demo(args.name, args.keep)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m appliances.lab.cli ...), the same as `skiff lab ...`."""
-    parser = argparse.ArgumentParser(prog="skiff")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(["lab", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from appliances.agent import tls
+
 CLIENT_CN = "skiff-lab-client"
 VALIDITY = datetime.timedelta(days=30)
 
@@ -128,14 +130,9 @@ def client_ssl_context(paths: PkiPaths) -> ssl.SSLContext:
 
     Hostname checking stays on; pass ``server_hostname=<appliance id>`` when connecting.
     """
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(paths.ca_cert))
-    ctx.load_cert_chain(str(paths.client_cert), str(paths.client_key))
-    return ctx
+    return tls.client_context(paths.ca_cert, paths.client_cert, paths.client_key)
 
 
 def server_ssl_context(paths: PkiPaths) -> ssl.SSLContext:
     """TLS context for a server in the lab's PKI that requires client certificates."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(paths.ca_cert))
-    ctx.load_cert_chain(str(paths.server_cert), str(paths.server_key))
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    return tls.server_context(paths.ca_cert, paths.server_cert, paths.server_key)
