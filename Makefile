@@ -14,13 +14,14 @@ DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack ip busybox curl openssl pkill
 
-.PHONY: help deps venv lint test test-fast bench demo clean
+.PHONY: help deps venv lint test test-fast bench demo docs clean
 
 help:
 	@echo "make demo        build a lab (router, internet, guests), show NAT/forwarding, tear it down"
 	@echo "make test        install what the suite needs and run all of it (needs root)"
 	@echo "make test-fast   unit, golden and property tests only (no namespaces)"
 	@echo "make bench       run every benchmark; make bench B=vr_apply runs one"
+	@echo "make docs        API documentation, a page per command, in docs/api/"
 	@echo "make lint        ruff"
 	@echo "make clean       remove the venv and caches"
 
@@ -54,6 +55,9 @@ test-fast: venv
 
 bench: deps venv
 	$(PY) benchmarks/run.py $(B)
+
+docs: venv
+	$(PY) -m mgmt.api.docs --out docs/api
 
 demo: deps venv
 	$(VENV)/bin/skiff lab demo
