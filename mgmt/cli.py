@@ -9,6 +9,7 @@ import sys
 from appliances.agent import cli as agent_cli
 from appliances.lab import cli as lab_cli
 from appliances.router import cli as router_cli
+from mgmt.client import shell as api_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cli.register(sub)
     router_cli.register(sub)
     lab_cli.register(sub)
+    api_cli.register(sub)
     return parser
 
 

@@ -161,3 +161,20 @@ async def test_role_filters_list_apis(server):
     answer = await asyncio.to_thread(client(server, key="USERKEY").listApis)
     assert all(api["name"] != "createZone" for api in answer["api"])
     assert json.dumps(answer)  # plain JSON
+
+
+async def test_skiff_api_shell_resolves_verbs_and_nouns(server, tmp_path, monkeypatch):
+    import io
+
+    from mgmt.client import shell
+
+    monkeypatch.setattr(shell, "CACHE_DIR", tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    sh = await asyncio.to_thread(shell.Shell, client(server), False, out, err)
+    answer = await asyncio.to_thread(sh.call, ["list", "apis", "name=listCapabilities"], "table")
+    assert answer["api"][0]["name"] == "listCapabilities"
+    assert out.getvalue().splitlines()[0].split()[0] == "name"
+    with pytest.raises(SystemExit, match="no command 'list widgets'.*takes: apis"):
+        sh.call(["list", "widgets"])
+    with pytest.raises(SystemExit, match="has no parameter colour"):
+        sh.call(["list", "apis", "colour=red"])
