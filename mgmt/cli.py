@@ -10,6 +10,7 @@ from appliances.agent import cli as agent_cli
 from appliances.lab import cli as lab_cli
 from appliances.router import cli as router_cli
 from mgmt.client import shell as api_cli
+from mgmt.server import cli as mgmt_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cli.register(sub)
     router_cli.register(sub)
     lab_cli.register(sub)
+    mgmt_cli.register(sub)
     api_cli.register(sub)
     return parser
 

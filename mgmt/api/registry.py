@@ -62,6 +62,8 @@ class Command:
     authenticated: bool = True
     related: tuple[str, ...] = ()
     response_fields: tuple[tuple[str, str, str], ...] = field(default=())  # name, type, text
+    instance_type: str | None = None  # what an async job works on (jobinstancetype)
+    resumable: bool = False  # an async job that may run again after a server restart
 
     def convert(self, params: Params) -> dict[str, Any]:
         """Every declared parameter, typed; raises 431 naming each bad one."""
@@ -150,6 +152,8 @@ def command(
     authenticated: bool = True,
     related: tuple[str, ...] = (),
     response_fields: tuple[tuple[str, str, str], ...] = (),
+    instance_type: str | None = None,
+    resumable: bool = False,
 ):
     """Declare a command; the decorated coroutine handles it: ``handler(call, args)``."""
 
@@ -161,7 +165,7 @@ def command(
             name=name, handler=handler, description=description, params=tuple(params),
             is_async=is_async, response=response, list_key=list_key, roles=roles,
             since=since, authenticated=authenticated, related=related,
-            response_fields=response_fields,
+            response_fields=response_fields, instance_type=instance_type, resumable=resumable,
         )
         return handler
 

@@ -186,6 +186,25 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _take_output_option(args: argparse.Namespace, words: list[str]) -> list[str]:
+    """Allow -o/--output after the command words too (skiff api list zones -o table)."""
+    rest = []
+    i = 0
+    while i < len(words):
+        if words[i] in ("-o", "--output") and i + 1 < len(words):
+            args.output = words[i + 1]
+            i += 2
+            continue
+        if words[i].startswith("--output="):
+            args.output = words[i].split("=", 1)[1]
+        else:
+            rest.append(words[i])
+        i += 1
+    if args.output not in ("json", "table"):
+        raise SystemExit("skiff api: --output is json or table")
+    return rest
+
+
 def _run(args: argparse.Namespace) -> int:
     from cs.client import CloudStack, CloudStackApiException, read_config
 
@@ -199,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
         ) from None
     config.pop("name", None)
     client = CloudStack(**config)
+    args.words = _take_output_option(args, list(args.words))
     try:
         shell = Shell(client, refresh=args.refresh)
         if not args.words:

@@ -174,7 +174,7 @@ async def test_skiff_api_shell_resolves_verbs_and_nouns(server, tmp_path, monkey
     answer = await asyncio.to_thread(sh.call, ["list", "apis", "name=listCapabilities"], "table")
     assert answer["api"][0]["name"] == "listCapabilities"
     assert out.getvalue().splitlines()[0].split()[0] == "name"
-    with pytest.raises(SystemExit, match="no command 'list widgets'.*takes: apis"):
+    with pytest.raises(SystemExit, match="no command 'list widgets'.*takes: .*apis"):
         sh.call(["list", "widgets"])
     with pytest.raises(SystemExit, match="has no parameter colour"):
         sh.call(["list", "apis", "colour=red"])

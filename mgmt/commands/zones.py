@@ -1,0 +1,180 @@
+"""Zones: createZone, listZones, updateZone, deleteZone."""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+
+from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
+from mgmt.api.errors import ApiError, param_error
+from mgmt.api.registry import PAGING, ROOT_ONLY, Param, command
+from mgmt.commands.common import date, not_found, paged
+from mgmt.db.models import Zone
+from mgmt.db.types import utcnow
+
+
+def zone_fields(z: Zone) -> dict:
+    return {
+        "id": z.uuid,
+        "name": z.name,
+        "description": z.description,
+        "dns1": z.dns1,
+        "dns2": z.dns2,
+        "internaldns1": z.internal_dns1,
+        "internaldns2": z.internal_dns2,
+        "guestcidraddress": z.guest_cidr,
+        "networktype": z.network_type,
+        "allocationstate": z.allocation_state,
+        "dhcpprovider": "VirtualRouter",
+        "localstorageenabled": False,
+        "securitygroupsenabled": False,
+        "created": date(z.created),
+        "tags": [],
+        "hasannotations": False,
+    }
+
+
+ZONE_PARAMS = [
+    Param("dns1", description="first DNS server for guests"),
+    Param("dns2", description="second DNS server for guests"),
+    Param("internaldns1", description="first DNS server for system VMs"),
+    Param("internaldns2", description="second DNS server for system VMs"),
+    Param("guestcidraddress", description="default guest network CIDR"),
+    Param("description", description="free text"),
+]
+
+
+@command(
+    "createZone",
+    description="Creates a zone (advanced networking)",
+    params=[
+        Param("name", required=True, description="zone name"),
+        Param(
+            "networktype",
+            required=True,
+            choices=("Advanced", "Basic"),
+            description="Advanced (isolated networks and VPCs); Basic is not supported",
+        ),
+        Param("allocationstate", choices=("Enabled", "Disabled"), description="default Disabled"),
+        *ZONE_PARAMS,
+    ],
+    response="zone",
+    roles=ROOT_ONLY,
+    since="1.0.0",
+)
+async def create_zone(call, args) -> ObjectResult:
+    if args["networktype"] != "Advanced":
+        raise param_error("networktype Basic is not supported; use Advanced")
+    async with call.server.db.sessions() as session:
+        if await session.scalar(
+            select(Zone.id).where(Zone.name == args["name"], Zone.removed.is_(None))
+        ):
+            raise ApiError(431, f"a zone named {args['name']} exists already")
+        zone = Zone(
+            name=args["name"],
+            network_type="Advanced",
+            allocation_state=args["allocationstate"] or "Disabled",
+            dns1=args["dns1"],
+            dns2=args["dns2"],
+            internal_dns1=args["internaldns1"],
+            internal_dns2=args["internaldns2"],
+            guest_cidr=args["guestcidraddress"],
+            description=args["description"],
+        )
+        session.add(zone)
+        await session.commit()
+        await call.server.events.record(call, "ZONE.CREATE", f"created zone {zone.name}", zone)
+        return ObjectResult("zone", zone_fields(zone))
+
+
+@command(
+    "listZones",
+    description="Lists zones",
+    params=[
+        *PAGING,
+        Param("id", "uuid", description="the zone"),
+        Param("name", description="zone name"),
+        Param("available", "boolean", description="only zones the caller can deploy to"),
+        Param("networktype", choices=("Advanced", "Basic")),
+        Param("showcapacities", "boolean", description="accepted for compatibility"),
+    ],
+    list_key="zone",
+    since="1.0.0",
+)
+async def list_zones(call, args) -> ListResult:
+    async with call.server.db.sessions() as session:
+        query = select(Zone).where(Zone.removed.is_(None)).order_by(Zone.id)
+        if args["id"]:
+            query = query.where(Zone.uuid == args["id"])
+        if args["name"]:
+            query = query.where(Zone.name == args["name"])
+        if args["networktype"]:
+            query = query.where(Zone.network_type == args["networktype"])
+        if args["keyword"]:
+            query = query.where(
+                or_(
+                    Zone.name.contains(args["keyword"], autoescape=True),
+                    Zone.description.contains(args["keyword"], autoescape=True),
+                )
+            )
+        if call.role != "Admin" or args["available"]:
+            query = query.where(Zone.allocation_state == "Enabled")
+        zones, total = await paged(session, query, args)
+        return ListResult("zone", [zone_fields(z) for z in zones], total)
+
+
+@command(
+    "updateZone",
+    description="Updates a zone",
+    params=[
+        Param("id", "uuid", required=True, description="the zone"),
+        Param("name", description="new name"),
+        Param("allocationstate", choices=("Enabled", "Disabled")),
+        *ZONE_PARAMS,
+    ],
+    response="zone",
+    roles=ROOT_ONLY,
+    since="1.0.0",
+)
+async def update_zone(call, args) -> ObjectResult:
+    async with call.server.db.sessions() as session:
+        zone = await session.scalar(
+            select(Zone).where(Zone.uuid == args["id"], Zone.removed.is_(None))
+        )
+        if zone is None:
+            raise not_found("zone", args["id"])
+        changes = {
+            "name": "name",
+            "allocationstate": "allocation_state",
+            "dns1": "dns1",
+            "dns2": "dns2",
+            "internaldns1": "internal_dns1",
+            "internaldns2": "internal_dns2",
+            "guestcidraddress": "guest_cidr",
+            "description": "description",
+        }
+        for param, attr in changes.items():
+            if args[param] is not None:
+                setattr(zone, attr, args[param])
+        await session.commit()
+        await call.server.events.record(call, "ZONE.EDIT", f"updated zone {zone.name}", zone)
+        return ObjectResult("zone", zone_fields(zone))
+
+
+@command(
+    "deleteZone",
+    description="Deletes a zone",
+    params=[Param("id", "uuid", required=True, description="the zone")],
+    roles=ROOT_ONLY,
+    since="1.0.0",
+)
+async def delete_zone(call, args) -> PlainResult:
+    async with call.server.db.sessions() as session:
+        zone = await session.scalar(
+            select(Zone).where(Zone.uuid == args["id"], Zone.removed.is_(None))
+        )
+        if zone is None:
+            raise not_found("zone", args["id"])
+        zone.removed = utcnow()
+        await session.commit()
+        await call.server.events.record(call, "ZONE.DELETE", f"deleted zone {zone.name}", zone)
+    return PlainResult({"success": True})

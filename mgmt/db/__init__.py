@@ -1,0 +1,1 @@
+"""The management server's database: engine, models, migrations, jobs, tenancy."""

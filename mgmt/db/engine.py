@@ -1,0 +1,111 @@
+"""Opening the database: SQLite (embedded default) or PostgreSQL (several servers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from mgmt.db.migrate import upgrade as upgrade_schema
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def async_url(url: str) -> str:
+    """Rewrite a database URL to the async driver Skiff uses for its dialect.
+
+    A bare path (no ``://``) is taken as a SQLite file.
+    """
+    if "://" not in url:
+        return f"sqlite+aiosqlite:///{Path(url).expanduser().resolve()}"
+    scheme, rest = url.split("://", 1)
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use postgresql://USER@HOST/DB "
+            "or sqlite:///PATH"
+        )
+    return f"{driver}://{rest}"
+
+
+def database_url(home: Path, db: str | None) -> str:
+    """The URL to open: ``db`` if given, else ``<home>/skiff.db`` (SQLite)."""
+    if db is None:
+        return f"sqlite+aiosqlite:///{(home / 'skiff.db').expanduser().resolve()}"
+    return async_url(db)
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    dialect: str
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers run beside the one writer; busy_timeout makes writers wait."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _make_engine(url: str) -> AsyncEngine:
+    parsed = make_url(url)
+    dialect = parsed.get_backend_name()
+    if dialect == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    if dialect == "postgresql":
+        return create_async_engine(url, pool_pre_ping=True)
+    raise ValueError(f"unsupported database dialect {dialect!r}")
+
+
+async def open_database(url: str, *, migrate: bool = True) -> Database:
+    """Open ``url`` (see database_url) and, by default, migrate it to the newest schema."""
+    url = async_url(url)
+    engine = _make_engine(url)
+    db = Database(
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        dialect=engine.dialect.name,
+    )
+    if migrate:
+        try:
+            await upgrade_schema(engine)
+        except BaseException:
+            await db.close()
+            raise
+    return db

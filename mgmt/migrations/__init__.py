@@ -1,0 +1,1 @@
+"""Alembic migrations of the management server's database (script_location)."""

@@ -1,0 +1,131 @@
+"""The management server: database, directory, jobs and the API, put together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+import mgmt.commands  # noqa: F401  (declares every command)
+from mgmt.api.dispatch import Dispatcher, RateLimiter
+from mgmt.db.bootstrap import BootstrapResult, bootstrap
+from mgmt.db.engine import Database, database_url, open_database
+from mgmt.db.settings import get_setting
+from mgmt.db.tenancy import Caller
+from mgmt.jobs.runner import JobRunner
+from mgmt.server.directory import DbDirectory
+from mgmt.server.events import EventLog
+from mgmt.server.http import build_app
+
+log = logging.getLogger("skiff.mgmt")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SKIFF_HOME") or "var").resolve()
+
+
+@dataclass
+class Settings:
+    home: Path = field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str | None = None  # None: SQLite in home
+    integration_port: int | None = None  # CloudStack's unauthenticated port: off by default
+    api_limit: int = 500
+    api_interval: float = 1.0
+    session_timeout: float = 1800.0
+
+
+class ManagementServer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.db: Database | None = None
+        self.directory: DbDirectory | None = None
+        self.jobs: JobRunner | None = None
+        self.events: EventLog | None = None
+        self.admin: BootstrapResult | None = None
+        self._runners: list[web.AppRunner] = []
+
+    async def open(self) -> None:
+        """Database, first-start bootstrap, settings, job recovery (no listening yet)."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.db = await open_database(database_url(self.settings.home, self.settings.db))
+        self.admin = await bootstrap(self.db, self.settings.home)
+        async with self.db.sessions() as session:
+            self.settings.api_limit = int(await get_setting(session, "api.throttling.max"))
+            self.settings.api_interval = float(
+                await get_setting(session, "api.throttling.interval")
+            )
+        self.directory = DbDirectory(self.db, self.settings.session_timeout)
+        self.events = EventLog(self.db)
+        self.jobs = JobRunner(self.db, self.id, self)
+        resumed, failed = await self.jobs.recover(self.directory)
+        if resumed or failed:
+            log.info("jobs left by a stopped server: %d resumed, %d failed", resumed, failed)
+        self.jobs.start(self.directory)
+
+    def dispatcher(self, trusted_caller: Caller | None = None) -> Dispatcher:
+        return Dispatcher(
+            self.directory,
+            self,
+            RateLimiter(self.settings.api_limit, self.settings.api_interval),
+            run_async=self.jobs.submit,
+            trusted_caller=trusted_caller,
+        )
+
+    async def listen(self) -> list[str]:
+        urls = [await self._site(self.dispatcher(), self.settings.host, self.settings.port)]
+        if self.settings.integration_port:
+            # CloudStack's unauthenticated port: root admin for anyone who can connect,
+            # so loopback only, and only when asked for.
+            admin, _secret = await self.directory.by_api_key(self.admin.apikey)
+            urls.append(
+                await self._site(
+                    self.dispatcher(trusted_caller=admin),
+                    "127.0.0.1",
+                    self.settings.integration_port,
+                )
+            )
+        return urls
+
+    async def _site(self, dispatcher: Dispatcher, host: str, port: int) -> str:
+        runner = web.AppRunner(build_app(dispatcher), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runners.append(runner)
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        return f"http://{bound[0]}:{bound[1]}/client/api"
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        if self.jobs:
+            await self.jobs.drain()
+        if self.db:
+            await self.db.close()
+
+
+async def serve(settings: Settings) -> None:
+    server = ManagementServer(settings)
+    await server.open()
+    urls = await server.listen()
+    for url in urls:
+        log.info("listening on %s", url)
+    log.info(
+        "admin credentials: %s (skiff mgmt keys prints the API keys)", server.admin.credentials_file
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()

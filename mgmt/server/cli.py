@@ -1,0 +1,98 @@
+"""`skiff mgmt`: run the management server, show the admin's keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "mgmt",
+        help="the management server (CloudStack API)",
+        description="Run Skiff's management server or read its settings.",
+    )
+    cmds = p.add_subparsers(dest="mgmt_command", metavar="ACTION", required=True)
+
+    s = cmds.add_parser(
+        "serve",
+        help="start the server",
+        description="Serve the CloudStack API. The first start creates the "
+        "database, the ROOT domain and the admin account (its password and "
+        "API keys go to HOME/admin.json, readable by root only).",
+    )
+    _home(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.add_argument(
+        "--db", help="database URL, e.g. postgresql://user@host/db (default: SQLite in HOME)"
+    )
+    s.add_argument(
+        "--integration-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the unauthenticated API (as root admin) on 127.0.0.1:PORT; "
+        "off unless given",
+    )
+    s.set_defaults(func=_serve)
+
+    k = cmds.add_parser(
+        "keys",
+        help="print the admin's API keys as JSON",
+        description='Print {"apikey": .., "secretkey": ..} of the admin '
+        "(creating the database and admin first if needed).",
+    )
+    _home(k)
+    k.add_argument("--db", help="database URL (default: SQLite in HOME)")
+    k.set_defaults(func=_keys)
+
+
+def _home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", type=Path, help="state folder (default: $SKIFF_HOME, else ./var)")
+
+
+def _settings(args):
+    from mgmt.server.app import Settings, default_home
+
+    return Settings(
+        home=(args.home or default_home()).resolve(),
+        db=args.db,
+        **(
+            {"host": args.host, "port": args.port, "integration_port": args.integration_port}
+            if hasattr(args, "port")
+            else {}
+        ),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mgmt.server.app import serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(_settings(args)))
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from mgmt.db.bootstrap import bootstrap
+    from mgmt.db.engine import database_url, open_database
+
+    async def keys() -> dict:
+        settings = _settings(args)
+        settings.home.mkdir(parents=True, exist_ok=True)
+        db = await open_database(database_url(settings.home, settings.db))
+        try:
+            admin = await bootstrap(db, settings.home)
+        finally:
+            await db.close()
+        return {"apikey": admin.apikey, "secretkey": admin.secretkey}
+
+    json.dump(asyncio.run(keys()), sys.stdout)
+    print()
+    return 0
