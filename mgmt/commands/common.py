@@ -19,16 +19,22 @@ def date(value: datetime | None) -> str | None:
 
 
 async def paged(session: AsyncSession, query, args: dict[str, Any]) -> tuple[list, int]:
-    """(rows of the requested page, total count) of a select."""
-    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar()
+    """(rows of the requested page, total count) of a select.
+
+    Without paging the count is the number of rows: one query, not two."""
     page, size = args.get("page"), args.get("pagesize")
-    if size is not None or page is not None:
-        size = min(size or 500, MAX_PAGE_SIZE)
-        if size <= 0 or (page is not None and page <= 0):
-            raise param_error("page and pagesize must be positive")
-        query = query.limit(size).offset(((page or 1) - 1) * size)
-    rows = (await session.execute(query)).scalars().all()
-    return list(rows), int(total or 0)
+    if size is None and page is None:
+        rows = list((await session.execute(query)).scalars().all())
+        return rows, len(rows)
+    size = min(size or 500, MAX_PAGE_SIZE)
+    if size <= 0 or (page is not None and page <= 0):
+        raise param_error("page and pagesize must be positive")
+    rows = list((await session.execute(
+        query.limit(size).offset(((page or 1) - 1) * size))).scalars().all())
+    if (page or 1) == 1 and len(rows) < size:
+        return rows, len(rows)  # the first page holds everything
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar()
+    return rows, int(total or 0)
 
 
 def not_found(what: str, uuid: str) -> Exception:
