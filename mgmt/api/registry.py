@@ -42,6 +42,9 @@ class Param:
     choices: tuple[str, ...] | None = None
     since: str | None = None
     related: str | None = None
+    #: For a uuid: the kind of object it names ("user", "domain", "job", ...). The
+    #: tenancy test checks every such parameter with another account's object.
+    resource: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -162,10 +165,20 @@ def command(
         if key in REGISTRY:
             raise ValueError(f"command {name} is declared twice")
         REGISTRY[key] = Command(
-            name=name, handler=handler, description=description, params=tuple(params),
-            is_async=is_async, response=response, list_key=list_key, roles=roles,
-            since=since, authenticated=authenticated, related=related,
-            response_fields=response_fields, instance_type=instance_type, resumable=resumable,
+            name=name,
+            handler=handler,
+            description=description,
+            params=tuple(params),
+            is_async=is_async,
+            response=response,
+            list_key=list_key,
+            roles=roles,
+            since=since,
+            authenticated=authenticated,
+            related=related,
+            response_fields=response_fields,
+            instance_type=instance_type,
+            resumable=resumable,
         )
         return handler
 
@@ -180,7 +193,7 @@ PAGING = (
 )
 SCOPE = (
     Param("account", description="list resources of this account (with domainid)"),
-    Param("domainid", "uuid", description="list resources of this domain"),
+    Param("domainid", "uuid", description="list resources of this domain", resource="domain"),
     Param("listall", "boolean", description="all resources the caller may see, not only its own"),
     Param("isrecursive", "boolean", description="include subdomains of domainid"),
     Param("projectid", "uuid", description="list resources of this project"),

@@ -51,7 +51,7 @@ async def _visible_domain(session, call, uuid: str) -> Domain:
     description="Creates a domain under a parent domain (default: the caller's)",
     params=[
         Param("name", required=True, description="domain name"),
-        Param("parentdomainid", "uuid", description="parent domain"),
+        Param("parentdomainid", "uuid", description="parent domain", resource="domain"),
         Param("networkdomain", description="DNS domain for networks in this domain"),
     ],
     response="domain",
@@ -84,7 +84,7 @@ async def create_domain(call, args) -> ObjectResult:
     description="Lists the domains the caller may see",
     params=[
         *PAGING,
-        Param("id", "uuid"),
+        Param("id", "uuid", resource="domain"),
         Param("name"),
         Param("level", "integer"),
         Param("listall", "boolean", description="the whole visible tree"),
@@ -130,7 +130,7 @@ async def list_domains(call, args) -> ListResult:
 @command(
     "deleteDomain",
     description="Deletes an empty domain (cleanup=true also removes its accounts)",
-    params=[Param("id", "uuid", required=True), Param("cleanup", "boolean")],
+    params=[Param("id", "uuid", required=True, resource="domain"), Param("cleanup", "boolean")],
     is_async=True,
     roles=ADMINS,
     instance_type="Domain",
@@ -223,7 +223,7 @@ def user_fields(u: User, a: Account, d: Domain) -> dict:
         Param("account", description="account name (default: the user name)"),
         Param("accounttype", "short", description="0 user, 2 domain admin, 1 root admin"),
         Param("roleid", "uuid", description="role (instead of accounttype)"),
-        Param("domainid", "uuid", description="domain (default: the caller's)"),
+        Param("domainid", "uuid", description="domain (default: the caller's)", resource="domain"),
     ],
     response="account",
     roles=ADMINS,
@@ -276,7 +276,7 @@ async def create_account(call, args) -> ObjectResult:
     params=[
         *PAGING,
         *SCOPE,
-        Param("id", "uuid"),
+        Param("id", "uuid", resource="account"),
         Param("name"),
         Param("accounttype", "short"),
         Param("state"),
@@ -321,7 +321,13 @@ async def list_accounts(call, args) -> ListResult:
 @command(
     "listUsers",
     description="Lists the users the caller may see",
-    params=[*PAGING, *SCOPE, Param("id", "uuid"), Param("username"), Param("state")],
+    params=[
+        *PAGING,
+        *SCOPE,
+        Param("id", "uuid", resource="user"),
+        Param("username"),
+        Param("state"),
+    ],
     list_key="user",
     since="1.0.0",
 )

@@ -93,7 +93,7 @@ async def _user_for(call, user_uuid: str, session):
 @command(
     "registerUserKeys",
     description="Generates new API and secret keys for a user (replacing the old ones)",
-    params=[Param("id", "uuid", required=True, description="the user")],
+    params=[Param("id", "uuid", required=True, description="the user", resource="user")],
     response="userkeys",
     since="2.0.0",
 )
@@ -110,7 +110,7 @@ async def register_user_keys(call, args) -> ObjectResult:
 @command(
     "getUserKeys",
     description="Shows a user's API and secret keys",
-    params=[Param("id", "uuid", required=True, description="the user")],
+    params=[Param("id", "uuid", required=True, description="the user", resource="user")],
     response="userkeys",
     since="4.10.0",
 )

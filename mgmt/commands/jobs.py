@@ -37,7 +37,7 @@ def job_fields(
 @command(
     "queryAsyncJobResult",
     description="Retrieves the current status of an asynchronous job",
-    params=[Param("jobid", "uuid", required=True, description="the job")],
+    params=[Param("jobid", "uuid", required=True, description="the job", resource="job")],
     since="1.0.0",
 )
 async def query_async_job_result(call, args) -> PlainResult:

@@ -1,0 +1,112 @@
+"""Tenancy across every declared command: another account's object looks missing.
+
+For each command, each uuid parameter that names an account-owned kind of
+object (Param.resource) is called with an object that belongs to someone else
+and with an id that does not exist. Both answers must be the same: same
+errorcode, same text but for the id. Callers: a user of another account, and a
+domain admin of a sibling domain. New commands are covered as soon as their
+parameters say which resource they name (kinds without a factory here fail the
+test, so they cannot slip through).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from cs.client import CloudStack, CloudStackApiException
+from sqlalchemy import select
+
+import mgmt.commands  # noqa: F401
+from mgmt.api.registry import REGISTRY
+from mgmt.db import jobs as job_table
+from mgmt.db.models import User
+from mgmt.server.app import ManagementServer, Settings
+
+#: Kinds that are not owned by an account (visible by design, or root-only).
+UNOWNED = {"zone", "pod", "cluster", "host", "physicalnetwork", "vlan", "ostype",
+           "serviceoffering", "diskoffering", "networkoffering", "vpcoffering", "hypervisor"}
+
+
+@pytest.fixture
+async def world(tmp_path, db_url):
+    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
+    await server.open()
+    [url] = await server.listen()
+    admin = CloudStack(url, key=server.admin.apikey, secret=server.admin.secretkey,
+                       fetch_result=True, poll_interval=0.1)
+
+    async def call(client, command_name, /, **params):
+        return await asyncio.to_thread(getattr(client, command_name), **params)
+
+    async def account(name, domainid=None, accounttype=0):
+        extra = {"domainid": domainid} if domainid else {}
+        acct = (await call(admin, "createAccount", username=name, password="pw",
+                           email=f"{name}@x.test", firstname=name, lastname="T",
+                           accounttype=accounttype, **extra))["account"]
+        keys = (await call(admin, "registerUserKeys", id=acct["user"][0]["id"]))["userkeys"]
+        # fetch_result: an async command's refusal arrives in its job's result.
+        client = CloudStack(url, key=keys["apikey"], secret=keys["secretkey"],
+                            fetch_result=True, poll_interval=0.05)
+        return acct, client
+
+    d1 = (await call(admin, "createDomain", name="d1"))["domain"]
+    d2 = (await call(admin, "createDomain", name="d2"))["domain"]
+    alice, _ = await account("alice", d1["id"])  # the owner of the objects
+    _, bob = await account("bob")  # a user of another account (in ROOT)
+    _, d2admin = await account("d2admin", d2["id"], accounttype=2)  # outside d1
+
+    async with server.db.sessions() as session:
+        user_id = await session.scalar(
+            select(User.id).where(User.uuid == alice["user"][0]["id"]))
+        job = await job_table.create_job(session, cmd="deleteDomain", kind="deletedomain",
+                                         params={}, user_id=user_id, account_id=None)
+        await session.commit()
+        job_uuid = job.uuid
+    objects = {
+        "user": alice["user"][0]["id"],
+        "account": alice["id"],
+        "domain": d1["id"],
+        "job": job_uuid,
+    }
+    yield call, {"bob": bob, "d2admin": d2admin}, objects
+    await server.close()
+
+
+def _dummy(p) -> str:
+    return {"uuid": str(uuid.uuid4()), "integer": "1", "long": "1", "short": "1",
+            "boolean": "false", "date": "2026-01-01"}.get(p.type, p.choices[0] if p.choices
+                                                          else "x")
+
+
+async def _answer(call, client, name, params):
+    try:
+        return ("ok", await call(client, name, **params))
+    except CloudStackApiException as exc:
+        return (exc.error.get("errorcode"), exc.error.get("errortext"))
+
+
+async def test_other_accounts_objects_answer_like_missing_ones(world):
+    call, callers, objects = world
+    checked = 0
+    for cmd in sorted(REGISTRY.values(), key=lambda c: c.name):
+        for p in cmd.params:
+            if p.type != "uuid" or p.resource is None or p.resource in UNOWNED:
+                continue
+            assert p.resource in objects, f"no factory for {p.resource} ({cmd.name}.{p.name})"
+            base = {q.name: _dummy(q) for q in cmd.params if q.required and q.name != p.name}
+            missing = str(uuid.uuid4())
+            for who, client in callers.items():
+                mine = {**base, p.name: objects[p.resource]}
+                theirs = await _answer(call, client, cmd.name, mine)
+                absent = await _answer(call, client, cmd.name, {**base, p.name: missing})
+                if theirs[0] == "ok":  # a listing: it must show nothing, as for a missing id
+                    assert theirs == absent, f"{who} saw {cmd.name} {p.name}={p.resource}"
+                    checked += 1
+                    continue
+                assert theirs[0] == absent[0], (cmd.name, p.name, who, theirs, absent)
+                assert (theirs[1] or "").replace(objects[p.resource], "ID") == \
+                    (absent[1] or "").replace(missing, "ID"), (cmd.name, p.name, who)
+                checked += 1
+    assert checked >= 10
