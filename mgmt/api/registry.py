@@ -67,6 +67,10 @@ class Command:
     response_fields: tuple[tuple[str, str, str], ...] = field(default=())  # name, type, text
     instance_type: str | None = None  # what an async job works on (jobinstancetype)
     resumable: bool = False  # an async job that may run again after a server restart
+    #: For async commands: runs before the job is created, so that a bad or foreign id
+    #: is refused at once, as CloudStack does. It may return fields for the first answer
+    #: (the new object's "id") and the instance the job works on ("jobinstanceid").
+    prepare: Callable[..., Awaitable[dict | None]] | None = None
 
     def convert(self, params: Params) -> dict[str, Any]:
         """Every declared parameter, typed; raises 431 naming each bad one."""
@@ -157,6 +161,7 @@ def command(
     response_fields: tuple[tuple[str, str, str], ...] = (),
     instance_type: str | None = None,
     resumable: bool = False,
+    prepare: Callable[..., Awaitable[dict | None]] | None = None,
 ):
     """Declare a command; the decorated coroutine handles it: ``handler(call, args)``."""
 
@@ -179,6 +184,7 @@ def command(
             response_fields=response_fields,
             instance_type=instance_type,
             resumable=resumable,
+            prepare=prepare,
         )
         return handler
 

@@ -127,6 +127,16 @@ async def list_domains(call, args) -> ListResult:
         return ListResult("domain", items, total)
 
 
+async def _check_domain_deletable(call, args) -> dict:
+    async with call.server.db.sessions() as session:
+        domain = await _visible_domain(session, call, args["id"])
+        if domain.parent_id is None:
+            raise ApiError(431, "the ROOT domain cannot be deleted")
+        if domain.id == call.caller.domain_id:
+            raise ApiError(431, "a domain admin cannot delete its own domain")
+        return {"jobinstanceid": domain.uuid}
+
+
 @command(
     "deleteDomain",
     description="Deletes an empty domain (cleanup=true also removes its accounts)",
@@ -135,15 +145,13 @@ async def list_domains(call, args) -> ListResult:
     roles=ADMINS,
     instance_type="Domain",
     resumable=True,
+    prepare=_check_domain_deletable,
     since="1.0.0",
 )
 async def delete_domain(call, args) -> PlainResult:
+    await _check_domain_deletable(call, args)  # again: a resumed job had no prepare step
     async with call.server.db.sessions() as session:
         domain = await _visible_domain(session, call, args["id"])
-        if domain.parent_id is None:
-            raise ApiError(431, "the ROOT domain cannot be deleted")
-        if domain.id == call.caller.domain_id:
-            raise ApiError(431, "a domain admin cannot delete its own domain")
         subtree = list(
             (
                 await session.scalars(

@@ -55,6 +55,8 @@ class JobRunner:
 
     async def submit(self, call: Call, args: dict[str, Any]) -> envelope.PlainResult:
         cmd = call.command
+        first = (await cmd.prepare(call, args) or {}) if cmd.prepare else {}
+        instance_uuid = first.pop("jobinstanceid", None)
         stored = {k: v for k, v in call.params.raw.items() if k.lower() not in NOT_STORED}
         async with self.db.sessions() as session:
             job = await job_table.create_job(
@@ -65,6 +67,7 @@ class JobRunner:
                 user_id=call.caller.user_id if call.caller else None,
                 account_id=call.caller.account_id if call.caller else None,
                 instance_type=cmd.instance_type,
+                instance_uuid=instance_uuid,
                 resumable=cmd.resumable,
             )
             await session.commit()
@@ -72,7 +75,7 @@ class JobRunner:
         if not await job_table.claim_job(self.db, job_id, self.owner):
             raise ApiError(530, f"job {job_uuid} was taken by another server")  # cannot happen
         self._start(job_id, call, args)
-        return envelope.PlainResult({"jobid": job_uuid})
+        return envelope.PlainResult({"jobid": job_uuid, **first})
 
     def _start(self, job_id: int, call: Call, args: dict[str, Any]) -> None:
         task = asyncio.create_task(self._run(job_id, call, args), name=f"job-{job_id}")

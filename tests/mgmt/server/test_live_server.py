@@ -169,3 +169,23 @@ def test_keys_command_prints_json(tmp_path):
     keys = json.loads(out.stdout)
     assert set(keys) == {"apikey", "secretkey"} and len(keys["apikey"]) > 40
     assert (tmp_path / "k" / "admin.json").stat().st_mode & 0o777 == 0o600
+
+
+async def test_async_command_refuses_a_bad_id_before_creating_a_job(live):
+    cs = admin_client(live)
+    raw = CloudStack(live.url, key=live.admin.apikey, secret=live.admin.secretkey)
+    with pytest.raises(CloudStackApiException) as err:
+        await call(raw, "deleteDomain", id="00000000-0000-0000-0000-000000000000")
+    assert err.value.error["errorcode"] == 431
+    assert "Unable to find domain" in err.value.error["errortext"]
+    assert await call(cs, "listAsyncJobs") == {}  # no job was created
+    dom = (await call(cs, "createDomain", name="gone"))["domain"]
+    first = await call(raw, "deleteDomain", id=dom["id"])
+    assert set(first) == {"jobid"}
+    job = None
+    for _ in range(50):
+        job = await call(raw, "queryAsyncJobResult", jobid=first["jobid"])
+        if job["jobstatus"] != 0:
+            break
+        await asyncio.sleep(0.05)
+    assert job["jobinstanceid"] == dom["id"]
