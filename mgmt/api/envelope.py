@@ -21,6 +21,20 @@ XML_TYPE = "text/xml;charset=UTF-8"
 VERSION = "4.19.0.0-skiff"
 
 
+class RawJson(str):
+    """JSON text stored as such (a job's result): embedded in a JSON answer as it is,
+    without decoding and encoding it again; parsed for an XML answer."""
+
+
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return orjson.Fragment(value.encode())
+    for base in (str, int, float, dict, list):  # other subclasses (enums): as their base
+        if isinstance(value, base):
+            return base(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
 @dataclass
 class ObjectResult:
     """A single object under its name, e.g. {"zone": {...}}."""
@@ -34,6 +48,9 @@ class ListResult:
     key: str
     items: list[dict]
     count: int | None = None  # total across pages; defaults to len(items)
+    #: The items hold no None values already (long listings build them so): skip the
+    #: walk that drops them.
+    clean: bool = False
 
 
 @dataclass
@@ -53,7 +70,8 @@ def body_of(result: Result) -> dict:
         if not result.items:
             return {}
         count = len(result.items) if result.count is None else result.count
-        return {"count": count, result.key: [_clean(item) for item in result.items]}
+        items = result.items if result.clean else [_clean(item) for item in result.items]
+        return {"count": count, result.key: items}
     return _clean(result.fields)
 
 
@@ -68,7 +86,8 @@ def _clean(value: Any) -> Any:
 def render(command: str, body: dict, fmt: str) -> tuple[bytes, str]:
     key = f"{command.lower()}response"
     if fmt == "json":
-        return orjson.dumps({key: body}), JSON_TYPE
+        return orjson.dumps({key: body}, default=_encode_default,
+                            option=orjson.OPT_PASSTHROUGH_SUBCLASS), JSON_TYPE
     return _xml(key, body), XML_TYPE
 
 
@@ -92,6 +111,8 @@ def _xml(key: str, body: dict) -> bytes:
 def _xml_fields(body: dict, parts: list[str]) -> None:
     for name, value in body.items():
         for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, RawJson):
+                item = orjson.loads(item)
             if isinstance(item, dict):
                 parts.append(f"<{name}>")
                 _xml_fields(item, parts)

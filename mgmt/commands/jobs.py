@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from mgmt.api.envelope import ListResult, PlainResult
+from mgmt.api.envelope import ListResult, PlainResult, RawJson
 from mgmt.api.registry import PAGING, Param, command
 from mgmt.commands.common import date, not_found, paged
 from mgmt.db.jobs import job_result
@@ -51,6 +51,33 @@ async def query_async_job_result(call, args) -> PlainResult:
         return PlainResult(job_fields(job))
 
 
+#: The columns a job listing shows, read as plain rows.
+LISTED = (AsyncJob.uuid, AsyncJob.cmd, AsyncJob.status, AsyncJob.proc_status,
+          AsyncJob.result_code, AsyncJob.instance_type, AsyncJob.instance_uuid,
+          AsyncJob.created, AsyncJob.completed, AsyncJob.result_type, AsyncJob.result)
+
+
+def listed_fields(row) -> dict:
+    """A listing row's fields, without None values (so the envelope need not drop them)."""
+    fields = {
+        "jobid": row.uuid, "cmd": row.cmd, "jobstatus": row.status,
+        "jobprocstatus": row.proc_status, "jobresultcode": row.result_code,
+        "created": date(row.created),
+    }
+    if row.instance_type:
+        fields["jobinstancetype"] = row.instance_type
+    if row.instance_uuid:
+        fields["jobinstanceid"] = row.instance_uuid
+    if row.completed:
+        fields["completed"] = date(row.completed)
+    if row.status != 0:
+        fields["jobresulttype"] = row.result_type or "object"
+        if row.result:
+            # Stored as JSON already: embedded as it is, not decoded and encoded again.
+            fields["jobresult"] = RawJson(row.result)
+    return fields
+
+
 @command(
     "listAsyncJobs",
     description="Lists the asynchronous jobs of the caller's account (admins: their domains)",
@@ -60,8 +87,8 @@ async def query_async_job_result(call, args) -> PlainResult:
 )
 async def list_async_jobs(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = owned_by(select(AsyncJob), AsyncJob, call.caller).order_by(AsyncJob.id)
+        query = owned_by(select(*LISTED), AsyncJob, call.caller).order_by(AsyncJob.id)
         if args["startdate"]:
             query = query.where(AsyncJob.created >= args["startdate"])
-        jobs, total = await paged(session, query, args)
-        return ListResult("asyncjobs", [job_fields(j) for j in jobs], total)
+        jobs, total = await paged(session, query, args, rows=True)
+        return ListResult("asyncjobs", [listed_fields(j) for j in jobs], total, clean=True)
