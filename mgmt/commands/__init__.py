@@ -1,3 +1,3 @@
 """Every API command, declared by area. Importing this package declares them all."""
 
-from mgmt.commands import accounts, apis, auth, jobs, zones  # noqa: F401
+from mgmt.commands import accounts, apis, auth, catalog, infra, jobs, zones  # noqa: F401

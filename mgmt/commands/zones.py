@@ -8,6 +8,7 @@ from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, ROOT_ONLY, Param, command
 from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.infra import zone_contents
 from mgmt.db.models import Zone
 from mgmt.db.types import utcnow
 
@@ -174,6 +175,11 @@ async def delete_zone(call, args) -> PlainResult:
         )
         if zone is None:
             raise not_found("zone", args["id"])
+        contents = await zone_contents(session, zone.id)
+        if contents:
+            raise ApiError(
+                536, f"zone {zone.name} still has {', '.join(contents)}; delete them first"
+            )
         zone.removed = utcnow()
         await session.commit()
         await call.server.events.record(call, "ZONE.DELETE", f"deleted zone {zone.name}", zone)

@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mgmt.db.catalog_defaults import ensure_catalog_defaults
 from mgmt.db.engine import Database
 from mgmt.db.models import Account, AccountType, Domain, Role, RoleType, User
 from mgmt.db.passwords import hash_password
@@ -104,6 +105,7 @@ async def _bootstrap_once(db: Database, path: Path) -> BootstrapResult:
             roles = await _default_roles(session)
             account = await _admin_account(session, root, roles["Root Admin"])
             await ensure_defaults(session)
+            await ensure_catalog_defaults(session)
             user = await session.scalar(
                 select(User).where(
                     User.account_id == account.id, User.username == ADMIN, User.live()

@@ -53,7 +53,7 @@ async def world(tmp_path, db_url):
 
     d1 = (await call(admin, "createDomain", name="d1"))["domain"]
     d2 = (await call(admin, "createDomain", name="d2"))["domain"]
-    alice, _ = await account("alice", d1["id"])  # the owner of the objects
+    alice, alice_client = await account("alice", d1["id"])  # the owner of the objects
     _, bob = await account("bob")  # a user of another account (in ROOT)
     _, d2admin = await account("d2admin", d2["id"], accounttype=2)  # outside d1
 
@@ -64,7 +64,14 @@ async def world(tmp_path, db_url):
                                          params={}, user_id=user_id, account_id=None)
         await session.commit()
         job_uuid = job.uuid
+    await call(admin, "createZone", name="zm", networktype="Advanced", allocationstate="Enabled")
+    ostype = (await call(admin, "listOsTypes"))["ostype"][0]["id"]
+    template = (await call(alice_client, "registerTemplate", name="alice-tpl",
+                           displaytext="private", url="http://203.0.113.5/t.qcow2",
+                           format="QCOW2", hypervisor="KVM", ostypeid=ostype,
+                           zoneid="-1"))["template"][0]
     objects = {
+        "template": template["id"],
         "user": alice["user"][0]["id"],
         "account": alice["id"],
         "domain": d1["id"],
