@@ -12,7 +12,7 @@ from mgmt.api.registry import ADMINS, PAGING, SCOPE, Param, command
 from mgmt.commands.common import date, not_found, paged
 from mgmt.db.models import Account, AccountType, Domain, Role, User
 from mgmt.db.passwords import hash_password
-from mgmt.db.tenancy import in_subtree, owned_by
+from mgmt.db.tenancy import PROJECT_ACCOUNT, in_subtree, owned_by
 from mgmt.db.types import utcnow
 
 ROLE_TYPE_OF = {
@@ -295,6 +295,7 @@ async def create_account(call, args) -> ObjectResult:
 async def list_accounts(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
         query = owned_by(select(Account).where(Account.removed.is_(None)), Account, call.caller)
+        query = query.where(Account.type != PROJECT_ACCOUNT)  # projects' own accounts
         if args["id"]:
             query = query.where(Account.uuid == args["id"])
         if args["name"]:

@@ -19,6 +19,8 @@ from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
 from mgmt.commands.common import MAX_PAGE_SIZE, date, not_found, paged
+from mgmt.commands.projects import visible_project
+from mgmt.commands.tags import tags_for
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import (
     DiskOffering,
@@ -989,6 +991,7 @@ class Kind:
         self.what = "iso" if iso else "template"
         self.event = "ISO" if iso else "TEMPLATE"
         self.filter = "isofilter" if iso else "templatefilter"
+        self.tag_type = "ISO" if iso else "Template"  # resourcetype of its tags
 
 
 TEMPLATE, ISO = Kind(False), Kind(True)
@@ -1057,7 +1060,7 @@ async def _visible_template(session, call, uuid: str, kind: Kind, *, to_change: 
     """A template the caller may see (own, in its admin scope, or public); to change it the
     caller must own it or administer its owner. Otherwise: not found."""
     base = select(Template).where(Template.uuid == uuid, Template.live(), _kind_clause(kind))
-    template = await session.scalar(owned_by(base, Template, call.caller))
+    template = await session.scalar(owned_by(base, Template, call.caller, with_projects=True))
     if template is not None:
         return template
     public = await session.scalar(base.where(or_(Template.is_public, Template.is_featured)))
@@ -1107,6 +1110,11 @@ async def _register(call, args, kind: Kind) -> ListResult:
         if os_type is None:
             raise not_found("OS type", args["ostypeid"])
         zones, all_zones = await _zones_param(session, args)
+        # With projectid the project's own account owns it (its members share it).
+        owner_id, owner_domain_id = caller.account_id, caller.domain_id
+        if args["projectid"]:
+            project = await visible_project(session, caller, args["projectid"])
+            owner_id, owner_domain_id = project.account_id, project.domain_id
         if kind.iso:
             fmt, hypervisor = "ISO", None
         else:
@@ -1126,8 +1134,8 @@ async def _register(call, args, kind: Kind) -> ListResult:
             requires_hvm=args.get("requireshvm") is not False,
             bootable=args.get("bootable") is not False,
             cross_zones=all_zones,
-            account_id=caller.account_id,
-            domain_id=caller.domain_id,
+            account_id=owner_id,
+            domain_id=owner_domain_id,
         )
         session.add(template)
         await session.flush()
@@ -1148,14 +1156,18 @@ def _scope(caller):
     return true() if clause is None else clause
 
 
-def _filter_clause(call, args, kind: Kind):
-    """The rows a templatefilter / isofilter selects for the caller."""
+def _filter_clause(call, args, kind: Kind, project_account: int | None = None):
+    """The rows a templatefilter / isofilter selects for the caller (with a project: among
+    the project's rows)."""
     caller, name = call.caller, args[kind.filter]
+    ready = TemplateZone.is_ready.is_(True)
+    if project_account is not None:
+        mine = Template.account_id == project_account
+        return and_(mine, ready) if name in ("selfexecutable", "executable") else mine
     # Admins list the rows of the accounts they administer with listall=true.
     is_admin = caller.is_root_admin or caller.is_domain_admin
     mine = _scope(caller) if is_admin and args.get("listall") else (
         Template.account_id == caller.account_id)
-    ready = TemplateZone.is_ready.is_(True)
     if name == "all":
         if not caller.is_root_admin:
             raise param_error(f"Filter all can be specified by admin only ({kind.filter}=all)")
@@ -1176,12 +1188,17 @@ def _filter_clause(call, args, kind: Kind):
 
 async def _list(call, args, kind: Kind) -> ListResult:
     async with call.server.db.sessions() as session:
+        project_account = None
+        if args["projectid"]:
+            project_account = (await visible_project(session, call.caller,
+                                                     args["projectid"])).account_id
         query = (
             select(Template, TemplateZone, Zone)
             .outerjoin(TemplateZone, and_(TemplateZone.template_id == Template.id,
                                           TemplateZone.live()))
             .outerjoin(Zone, TemplateZone.zone_id == Zone.id)
-            .where(Template.live(), _kind_clause(kind), _filter_clause(call, args, kind))
+            .where(Template.live(), _kind_clause(kind),
+                   _filter_clause(call, args, kind, project_account))
         )
         if args["id"]:
             query = query.where(Template.uuid == args["id"])
@@ -1202,8 +1219,12 @@ async def _list(call, args, kind: Kind) -> ListResult:
             session, query.order_by(Template.sort_key, Template.id, TemplateZone.id), args
         )
         names = await _names_for(session, [t for t, _, _ in rows])
+        tags = await tags_for(session, kind.tag_type, (t.id for t, _, _ in rows))
         return ListResult(
-            kind.what, [template_fields(t, tz, z, names) for t, tz, z in rows], total
+            kind.what,
+            [template_fields(t, tz, z, names) | {"tags": tags.get(t.id, [])}
+             for t, tz, z in rows],
+            total,
         )
 
 
@@ -1232,7 +1253,9 @@ async def _update(call, args, kind: Kind) -> ObjectResult:
         await call.server.events.record(
             call, f"{kind.event}.UPDATE", f"updated {kind.what} {template.name}", template
         )
-        return ObjectResult(kind.what, template_fields(template, ref, zone, names))
+        tags = await tags_for(session, kind.tag_type, [template.id])
+        return ObjectResult(kind.what, template_fields(template, ref, zone, names)
+                            | {"tags": tags.get(template.id, [])})
 
 
 async def _delete(call, args, kind: Kind) -> PlainResult:
@@ -1272,7 +1295,7 @@ REGISTER_COMMON = (
     Param("isextractable", "boolean"),
     Param("account", description="accepted for compatibility (the caller owns it)"),
     Param("domainid", "uuid", description="accepted for compatibility"),
-    Param("projectid", "uuid", description="accepted for compatibility"),
+    Param("projectid", "uuid", description="the project that owns it", resource="project"),
 )
 LIST_COMMON = (
     *PAGING,
@@ -1283,7 +1306,7 @@ LIST_COMMON = (
     Param("domainid", "uuid"),
     Param("listall", "boolean", description="admins: the templates of accounts they administer"),
     Param("isrecursive", "boolean"),
-    Param("projectid", "uuid"),
+    Param("projectid", "uuid", description="the project's templates", resource="project"),
     Param("showremoved", "boolean", description="accepted for compatibility"),
 )
 

@@ -30,6 +30,7 @@ from mgmt.db.models.infra import (
     TrafficType,
     VlanIpRange,
 )
+from mgmt.db.models.networks import Network
 from mgmt.db.types import UTCDateTime, new_uuid, utcnow
 
 HYPERVISORS = ("KVM", "Netns")
@@ -1400,7 +1401,7 @@ async def zone_contents(session, zone_id: int) -> list[str]:
     """What keeps a zone from being deleted: ``["2 pod(s)", ...]``."""
     found = []
     for model, what in ((Pod, "pod"), (PhysicalNetwork, "physical network"),
-                        (VlanIpRange, "public IP range")):
+                        (VlanIpRange, "public IP range"), (Network, "guest network")):
         n = await _count(session, model, model.zone_id == zone_id)
         if n:
             found.append(f"{n} {what}(s)")

@@ -9,6 +9,7 @@ from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, ROOT_ONLY, Param, command
 from mgmt.commands.common import date, not_found, paged
 from mgmt.commands.infra import zone_contents
+from mgmt.commands.tags import tags_for
 from mgmt.db.models import Zone
 from mgmt.db.types import utcnow
 
@@ -120,7 +121,10 @@ async def list_zones(call, args) -> ListResult:
         if call.role != "Admin" or args["available"]:
             query = query.where(Zone.allocation_state == "Enabled")
         zones, total = await paged(session, query, args)
-        return ListResult("zone", [zone_fields(z) for z in zones], total)
+        tags = await tags_for(session, "Zone", (z.id for z in zones))
+        return ListResult(
+            "zone", [zone_fields(z) | {"tags": tags.get(z.id, [])} for z in zones], total
+        )
 
 
 @command(

@@ -1,17 +1,21 @@
 """Global settings kept in the Configuration table, with typed defaults.
 
 Names follow CloudStack's where it has one. Values are stored as text and
-parsed by the setting's type when read.
+parsed by the setting's type when read. A setting whose scope is zone, domain or
+account may also have a value per zone, domain or account (table
+``configuration_values``); :func:`get_setting` prefers the most specific one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mgmt.db.models import Configuration
+from mgmt.db.models.misc import ConfigurationValue
 
 Value = bool | int | float | str
 
@@ -22,20 +26,49 @@ class Setting:
     default: Value
     category: str
     description: str
-    scope: str = "global"
+    scope: str = "global"  # global, zone, domain or account
+    #: Inclusive bounds of an Integer or Float setting ("Range"), or None.
+    range: tuple[float, float] | None = None
+    #: Applied at once (without a restart) when changed.
+    dynamic: bool = True
 
     @property
     def type(self) -> str:
         return type_name(self.default)
+
+    def validate(self, text: str) -> Value:
+        """The typed value of ``text``; ValueError says what was expected."""
+        try:
+            value = parse(self.type, text)
+        except ValueError:
+            kind = {"Integer": "a whole number", "Float": "a number",
+                    "Boolean": "true or false"}.get(self.type, "text")
+            raise ValueError(f"{text[:60]!r} is not {kind}") from None
+        if self.range is not None:
+            low, high = self.range
+            if not low <= value <= high:  # type: ignore[operator]
+                raise ValueError(f"{value} is outside the range {low:g}..{high:g}")
+        return value
 
 
 DEFAULTS: tuple[Setting, ...] = (
     Setting("api.throttling.enabled", True, "Advanced",
             "Limit how many API requests one account may make per interval."),
     Setting("api.throttling.interval", 1, "Advanced",
-            "Length of the API throttling window, in seconds."),
+            "Length of the API throttling window, in seconds.", range=(1, 3600)),
     Setting("api.throttling.max", 500, "Advanced",
-            "API requests one account may make per api.throttling.interval."),
+            "API requests one account may make per api.throttling.interval.",
+            range=(0, 1_000_000)),
+    Setting("allow.user.create.projects", True, "Project Defaults",
+            "Whether users (not only admins) may create projects.", scope="domain"),
+    Setting("cpu.overprovisioning.factor", 1.0, "Advanced",
+            "Factor the CPU capacity of hosts is multiplied by when placing instances.",
+            scope="zone", range=(1.0, 100.0)),
+    Setting("remote.access.vpn.client.iprange", "10.1.2.1-10.1.2.8", "Network",
+            "Addresses remote access VPN clients get.", scope="account"),
+    Setting("use.system.public.ips", True, "Advanced",
+            "Whether accounts may use the zone's public IPs not dedicated to them.",
+            scope="zone"),
     Setting("job.expire.minutes", 1440, "Advanced",
             "Minutes a finished async job is kept before it is purged."),
     Setting("job.cancel.threshold.minutes", 60, "Advanced",
@@ -71,7 +104,7 @@ def parse(type_: str, text: str) -> Value:
             raise ValueError(f"{text!r} is not a boolean (true or false)")
         return lowered == "true"
     if type_ == "Integer":
-        return int(text)
+        return int(text.strip())
     if type_ == "Float":
         return float(text)
     return text
@@ -99,8 +132,31 @@ async def ensure_defaults(session: AsyncSession) -> list[str]:
     return added
 
 
-async def get_setting(session: AsyncSession, name: str) -> Value:
-    """The setting's typed value: the stored one, else its default."""
+#: Most specific first: an account's value wins over its domain's, then the zone's.
+SCOPE_ORDER = ("account", "domain", "zone")
+
+
+async def get_setting(
+    session: AsyncSession, name: str, scope: Mapping[str, int | None] | None = None
+) -> Value:
+    """The setting's typed value: the one stored for the most specific of ``scope``
+    (e.g. ``{"account": 7, "domain": 2}``, internal ids) that has one, else the global
+    stored one, else its default."""
+    setting = BY_NAME.get(name)
+    for level in SCOPE_ORDER:
+        scope_id = (scope or {}).get(level)
+        if scope_id is None or setting is None:
+            continue
+        text = await session.scalar(
+            select(ConfigurationValue.value).where(
+                ConfigurationValue.name == name,
+                ConfigurationValue.scope == level,
+                ConfigurationValue.scope_id == scope_id,
+                ConfigurationValue.live(),
+            )
+        )
+        if text is not None:
+            return parse(setting.type, text)
     row = await session.scalar(
         select(Configuration).where(Configuration.name == name, Configuration.live())
     )
@@ -109,3 +165,13 @@ async def get_setting(session: AsyncSession, name: str) -> Value:
     if name in BY_NAME:
         return BY_NAME[name].default
     raise KeyError(f"unknown setting {name!r}")
+
+
+THROTTLING = ("api.throttling.enabled", "api.throttling.max", "api.throttling.interval")
+
+
+async def throttling(session: AsyncSession) -> tuple[int, float]:
+    """(requests per account per interval, interval in seconds); 0 requests: no limit."""
+    enabled = await get_setting(session, "api.throttling.enabled")
+    limit = int(await get_setting(session, "api.throttling.max")) if enabled else 0
+    return limit, float(await get_setting(session, "api.throttling.interval"))

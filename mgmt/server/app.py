@@ -17,7 +17,7 @@ import mgmt.commands  # noqa: F401  (declares every command)
 from mgmt.api.dispatch import Dispatcher, RateLimiter
 from mgmt.db.bootstrap import BootstrapResult, bootstrap
 from mgmt.db.engine import Database, database_url, open_database
-from mgmt.db.settings import get_setting
+from mgmt.db.settings import throttling
 from mgmt.db.tenancy import Caller
 from mgmt.jobs.runner import JobRunner
 from mgmt.server.directory import DbDirectory
@@ -52,6 +52,7 @@ class ManagementServer:
         self.jobs: JobRunner | None = None
         self.events: EventLog | None = None
         self.admin: BootstrapResult | None = None
+        self.limiters: list[RateLimiter] = []  # one per dispatcher; see set_throttling
         self._runners: list[web.AppRunner] = []
 
     async def open(self) -> None:
@@ -60,10 +61,7 @@ class ManagementServer:
         self.db = await open_database(database_url(self.settings.home, self.settings.db))
         self.admin = await bootstrap(self.db, self.settings.home)
         async with self.db.sessions() as session:
-            self.settings.api_limit = int(await get_setting(session, "api.throttling.max"))
-            self.settings.api_interval = float(
-                await get_setting(session, "api.throttling.interval")
-            )
+            self.set_throttling(*await throttling(session))
         self.directory = DbDirectory(self.db, self.settings.session_timeout)
         self.events = EventLog(self.db)
         self.jobs = JobRunner(self.db, self.id, self)
@@ -72,11 +70,19 @@ class ManagementServer:
             log.info("jobs left by a stopped server: %d resumed, %d failed", resumed, failed)
         self.jobs.start(self.directory)
 
+    def set_throttling(self, limit: int, interval: float) -> None:
+        """The API rate limit, now (updateConfiguration calls this; 0: no limit)."""
+        self.settings.api_limit, self.settings.api_interval = limit, interval
+        for limiter in self.limiters:
+            limiter.limit, limiter.interval = limit, interval
+
     def dispatcher(self, trusted_caller: Caller | None = None) -> Dispatcher:
+        limiter = RateLimiter(self.settings.api_limit, self.settings.api_interval)
+        self.limiters.append(limiter)
         return Dispatcher(
             self.directory,
             self,
-            RateLimiter(self.settings.api_limit, self.settings.api_interval),
+            limiter,
             run_async=self.jobs.submit,
             trusted_caller=trusted_caller,
         )

@@ -64,14 +64,24 @@ async def world(tmp_path, db_url):
                                          params={}, user_id=user_id, account_id=None)
         await session.commit()
         job_uuid = job.uuid
-    await call(admin, "createZone", name="zm", networktype="Advanced", allocationstate="Enabled")
+    zone = (await call(admin, "createZone", name="zm", networktype="Advanced",
+                       allocationstate="Enabled"))["zone"]
     ostype = (await call(admin, "listOsTypes"))["ostype"][0]["id"]
     template = (await call(alice_client, "registerTemplate", name="alice-tpl",
                            displaytext="private", url="http://203.0.113.5/t.qcow2",
                            format="QCOW2", hypervisor="KVM", ostypeid=ostype,
                            zoneid="-1"))["template"][0]
+    [offering] = (await call(alice_client, "listNetworkOfferings",
+                             name="DefaultIsolatedNetworkOfferingWithSourceNatService"))[
+        "networkoffering"]
+    network = (await call(alice_client, "createNetwork", name="alice-net", zoneid=zone["id"],
+                          networkofferingid=offering["id"]))["network"]
+    project = (await call(alice_client, "createProject", name="alice-prj",
+                          displaytext="alice's project"))["project"]
     objects = {
         "template": template["id"],
+        "project": project["id"],
+        "network": network["id"],
         "user": alice["user"][0]["id"],
         "account": alice["id"],
         "domain": d1["id"],
