@@ -41,9 +41,7 @@ from mgmt.db.tenancy import in_subtree, owned_by
 
 def _keyword(query, args, *columns):
     if args.get("keyword"):
-        query = query.where(
-            or_(*(c.contains(args["keyword"], autoescape=True) for c in columns))
-        )
+        query = query.where(or_(*(c.contains(args["keyword"], autoescape=True) for c in columns)))
     return query
 
 
@@ -241,9 +239,13 @@ async def list_service_offerings(call, args) -> ListResult:
 async def update_service_offering(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         offering = await _offering(session, ServiceOffering, args["id"], "service offering")
-        for param, attr in (("name", "name"), ("displaytext", "display_text"),
-                            ("sortkey", "sort_key"), ("hosttags", "host_tags"),
-                            ("storagetags", "storage_tags")):
+        for param, attr in (
+            ("name", "name"),
+            ("displaytext", "display_text"),
+            ("sortkey", "sort_key"),
+            ("hosttags", "host_tags"),
+            ("storagetags", "storage_tags"),
+        ):
             if args[param] is not None:
                 setattr(offering, attr, args[param])
         await session.commit()
@@ -374,7 +376,8 @@ async def list_disk_offerings(call, args) -> ListResult:
         )
         domains = await _domains_by_id(session, (o.domain_id for o in rows))
         return ListResult(
-            "diskoffering", [disk_offering_fields(o, domains.get(o.domain_id)) for o in rows],
+            "diskoffering",
+            [disk_offering_fields(o, domains.get(o.domain_id)) for o in rows],
             total,
         )
 
@@ -396,8 +399,12 @@ async def list_disk_offerings(call, args) -> ListResult:
 async def update_disk_offering(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         offering = await _offering(session, DiskOffering, args["id"], "disk offering")
-        for param, attr in (("name", "name"), ("displaytext", "display_text"),
-                            ("sortkey", "sort_key"), ("tags", "tags")):
+        for param, attr in (
+            ("name", "name"),
+            ("displaytext", "display_text"),
+            ("sortkey", "sort_key"),
+            ("tags", "tags"),
+        ):
             if args[param] is not None:
                 setattr(offering, attr, args[param])
         await session.commit()
@@ -429,15 +436,30 @@ async def delete_disk_offering(call, args) -> PlainResult:
 # ---------------------------------------------------------------- network and VPC offerings
 
 SERVICES = (
-    "Dhcp", "Dns", "SourceNat", "StaticNat", "PortForwarding", "Firewall", "Lb", "Vpn",
-    "UserData", "NetworkACL", "Gateway",
+    "Dhcp",
+    "Dns",
+    "SourceNat",
+    "StaticNat",
+    "PortForwarding",
+    "Firewall",
+    "Lb",
+    "Vpn",
+    "UserData",
+    "NetworkACL",
+    "Gateway",
 )
 PROVIDERS = ("VirtualRouter", "VpcVirtualRouter", "InternalLbVm", "ConfigDrive")
 CAPABILITIES = {
-    "SourceNat": {"SupportedSourceNatTypes": ("peraccount", "perzone"),
-                  "RedundantRouter": ("true", "false")},
-    "Lb": {"SupportedLBIsolation": ("dedicated", "shared"), "ElasticLb": ("true", "false"),
-           "InlineMode": ("true", "false"), "lbSchemes": ("Public", "Internal")},
+    "SourceNat": {
+        "SupportedSourceNatTypes": ("peraccount", "perzone"),
+        "RedundantRouter": ("true", "false"),
+    },
+    "Lb": {
+        "SupportedLBIsolation": ("dedicated", "shared"),
+        "ElasticLb": ("true", "false"),
+        "InlineMode": ("true", "false"),
+        "lbSchemes": ("Public", "Internal"),
+    },
     "StaticNat": {"ElasticIp": ("true", "false"), "AssociatePublicIP": ("true", "false")},
 }
 
@@ -462,9 +484,7 @@ def _services_from(args, default_provider: str, *, vpc: bool) -> list[tuple[str,
     providers: dict[str, str] = {}
     for i, entry in enumerate(args["serviceproviderlist"] or []):
         if "service" not in entry or "provider" not in entry:
-            raise param_error(
-                f"serviceproviderlist[{i}] needs both .service and .provider"
-            )
+            raise param_error(f"serviceproviderlist[{i}] needs both .service and .provider")
         service = _canonical(entry["service"], SERVICES, f"serviceproviderlist[{i}].service")
         provider = _canonical(entry["provider"], PROVIDERS, f"serviceproviderlist[{i}].provider")
         if args["supportedservices"] is None:
@@ -497,8 +517,9 @@ def _services_from(args, default_provider: str, *, vpc: bool) -> list[tuple[str,
 def _service_fields(rows) -> list[dict]:
     by_service: dict[str, dict] = {}
     for row in rows:
-        entry = by_service.setdefault(row.service, {"name": row.service, "provider": [],
-                                                    "capability": []})
+        entry = by_service.setdefault(
+            row.service, {"name": row.service, "provider": [], "capability": []}
+        )
         if row.provider and {"name": row.provider} not in entry["provider"]:
             entry["provider"].append({"name": row.provider})
         for name, value in json.loads(row.capabilities or "{}").items():
@@ -556,11 +577,17 @@ async def _unique_name(session, model, name: str, what: str) -> None:
 
 SERVICE_MAP_PARAMS = (
     Param("supportedservices", "list", description="services, e.g. Dhcp,Dns,SourceNat"),
-    Param("serviceproviderlist", "map",
-          description="serviceproviderlist[0].service=Dhcp&serviceproviderlist[0].provider=..."),
-    Param("servicecapabilitylist", "map",
-          description="servicecapabilitylist[0].service=SourceNat&..capabilitytype=..&"
-                      "..capabilityvalue=.."),
+    Param(
+        "serviceproviderlist",
+        "map",
+        description="serviceproviderlist[0].service=Dhcp&serviceproviderlist[0].provider=...",
+    ),
+    Param(
+        "servicecapabilitylist",
+        "map",
+        description="servicecapabilitylist[0].service=SourceNat&..capabilitytype=..&"
+        "..capabilityvalue=..",
+    ),
 )
 
 
@@ -573,8 +600,11 @@ SERVICE_MAP_PARAMS = (
         Param("guestiptype", required=True, choices=("Isolated", "Shared", "L2")),
         Param("traffictype", required=True, choices=("GUEST",), description="GUEST"),
         *SERVICE_MAP_PARAMS,
-        Param("egressdefaultpolicy", "boolean",
-              description="true (default): guests may send anywhere unless denied"),
+        Param(
+            "egressdefaultpolicy",
+            "boolean",
+            description="true (default): guests may send anywhere unless denied",
+        ),
         Param("conservemode", "boolean", description="default true"),
         Param("specifyvlan", "boolean"),
         Param("specifyipranges", "boolean"),
@@ -591,8 +621,7 @@ SERVICE_MAP_PARAMS = (
 )
 async def create_network_offering(call, args) -> ObjectResult:
     for_vpc = bool(args["forvpc"])
-    services = _services_from(args, "VpcVirtualRouter" if for_vpc else "VirtualRouter",
-                              vpc=for_vpc)
+    services = _services_from(args, "VpcVirtualRouter" if for_vpc else "VirtualRouter", vpc=for_vpc)
     if args["guestiptype"] == "L2" and services:
         raise param_error("supportedservices: an L2 network offering has no services")
     if for_vpc and args["guestiptype"] != "Isolated":
@@ -620,8 +649,12 @@ async def create_network_offering(call, args) -> ObjectResult:
         )
         session.add(offering)
         await session.flush()
-        rows = [NetworkOfferingService(offering_id=offering.id, service=s, provider=p,
-                                       capabilities=json.dumps(c)) for s, p, c in services]
+        rows = [
+            NetworkOfferingService(
+                offering_id=offering.id, service=s, provider=p, capabilities=json.dumps(c)
+            )
+            for s, p, c in services
+        ]
         session.add_all(rows)
         await session.commit()
         await call.server.events.record(
@@ -660,10 +693,14 @@ async def list_network_offerings(call, args) -> ListResult:
         ):
             raise not_found("zone", args["zoneid"])
         filters = {
-            "id": NetworkOffering.uuid, "name": NetworkOffering.name,
-            "displaytext": NetworkOffering.display_text, "state": NetworkOffering.state,
-            "guestiptype": NetworkOffering.guest_ip_type, "isdefault": NetworkOffering.is_default,
-            "forvpc": NetworkOffering.for_vpc, "specifyvlan": NetworkOffering.specify_vlan,
+            "id": NetworkOffering.uuid,
+            "name": NetworkOffering.name,
+            "displaytext": NetworkOffering.display_text,
+            "state": NetworkOffering.state,
+            "guestiptype": NetworkOffering.guest_ip_type,
+            "isdefault": NetworkOffering.is_default,
+            "forvpc": NetworkOffering.for_vpc,
+            "specifyvlan": NetworkOffering.specify_vlan,
             "availability": NetworkOffering.availability,
         }
         for param, column in filters.items():
@@ -675,10 +712,13 @@ async def list_network_offerings(call, args) -> ListResult:
             )
         for name in args["supportedservices"] or []:
             service = _canonical(name, SERVICES, "supportedservices")
-            query = query.where(NetworkOffering.id.in_(
-                select(NetworkOfferingService.offering_id).where(
-                    NetworkOfferingService.service == service, NetworkOfferingService.live())
-            ))
+            query = query.where(
+                NetworkOffering.id.in_(
+                    select(NetworkOfferingService.offering_id).where(
+                        NetworkOfferingService.service == service, NetworkOfferingService.live()
+                    )
+                )
+            )
         query = _keyword(query, args, NetworkOffering.name, NetworkOffering.display_text)
         rows, total = await paged(
             session, query.order_by(NetworkOffering.sort_key, NetworkOffering.id), args
@@ -713,15 +753,22 @@ async def update_network_offering(call, args) -> ObjectResult:
                 await _unique_name(session, NetworkOffering, args["name"], "network offering")
                 offering.name = args["name"]
         elif args["name"]:
-            offering = await session.scalar(select(NetworkOffering).where(
-                NetworkOffering.name == args["name"], NetworkOffering.live()))
+            offering = await session.scalar(
+                select(NetworkOffering).where(
+                    NetworkOffering.name == args["name"], NetworkOffering.live()
+                )
+            )
             if offering is None:
                 raise param_error(f"Unable to find network offering with name {args['name']}")
         else:
             raise param_error("missing parameter id (or name)")
-        for param, attr in (("displaytext", "display_text"), ("state", "state"),
-                            ("availability", "availability"), ("sortkey", "sort_key"),
-                            ("tags", "tags")):
+        for param, attr in (
+            ("displaytext", "display_text"),
+            ("state", "state"),
+            ("availability", "availability"),
+            ("sortkey", "sort_key"),
+            ("tags", "tags"),
+        ):
             if args[param] is not None:
                 setattr(offering, attr, args[param])
         await session.commit()
@@ -799,8 +846,12 @@ async def create_vpc_offering(call, args) -> ObjectResult:
         )
         session.add(offering)
         await session.flush()
-        rows = [VpcOfferingService(offering_id=offering.id, service=s, provider=p,
-                                   capabilities=json.dumps(c)) for s, p, c in services]
+        rows = [
+            VpcOfferingService(
+                offering_id=offering.id, service=s, provider=p, capabilities=json.dumps(c)
+            )
+            for s, p, c in services
+        ]
         session.add_all(rows)
         await session.commit()
         await call.server.events.record(
@@ -828,18 +879,25 @@ async def create_vpc_offering(call, args) -> ObjectResult:
 async def list_vpc_offerings(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
         query = select(VpcOffering).where(VpcOffering.live())
-        filters = {"id": VpcOffering.uuid, "name": VpcOffering.name,
-                   "displaytext": VpcOffering.display_text, "state": VpcOffering.state,
-                   "isdefault": VpcOffering.is_default}
+        filters = {
+            "id": VpcOffering.uuid,
+            "name": VpcOffering.name,
+            "displaytext": VpcOffering.display_text,
+            "state": VpcOffering.state,
+            "isdefault": VpcOffering.is_default,
+        }
         for param, column in filters.items():
             if args[param] is not None:
                 query = query.where(column == args[param])
         for name in args["supportedservices"] or []:
             service = _canonical(name, SERVICES, "supportedservices")
-            query = query.where(VpcOffering.id.in_(
-                select(VpcOfferingService.offering_id).where(
-                    VpcOfferingService.service == service, VpcOfferingService.live())
-            ))
+            query = query.where(
+                VpcOffering.id.in_(
+                    select(VpcOfferingService.offering_id).where(
+                        VpcOfferingService.service == service, VpcOfferingService.live()
+                    )
+                )
+            )
         query = _keyword(query, args, VpcOffering.name, VpcOffering.display_text)
         rows, total = await paged(
             session, query.order_by(VpcOffering.sort_key, VpcOffering.id), args
@@ -872,8 +930,11 @@ async def update_vpc_offering(call, args) -> ObjectResult:
         if args["name"] is not None and args["name"] != offering.name:
             await _unique_name(session, VpcOffering, args["name"], "VPC offering")
             offering.name = args["name"]
-        for param, attr in (("displaytext", "display_text"), ("state", "state"),
-                            ("sortkey", "sort_key")):
+        for param, attr in (
+            ("displaytext", "display_text"),
+            ("state", "state"),
+            ("sortkey", "sort_key"),
+        ):
             if args[param] is not None:
                 setattr(offering, attr, args[param])
         await session.commit()
@@ -956,11 +1017,22 @@ async def list_os_types(call, args) -> ListResult:
             query = query.where(OsType.description == args["description"])
         query = _keyword(query, args, OsType.description)
         rows, total = await _paged_rows(session, query.order_by(OsType.description), args)
-        return ListResult("ostype", [{
-            "id": t.uuid, "name": t.description, "description": t.description,
-            "oscategoryid": c.uuid, "oscategoryname": c.name,
-            "isuserdefined": t.is_user_defined, "fordisplay": True,
-        } for t, c in rows], total)
+        return ListResult(
+            "ostype",
+            [
+                {
+                    "id": t.uuid,
+                    "name": t.description,
+                    "description": t.description,
+                    "oscategoryid": c.uuid,
+                    "oscategoryname": c.name,
+                    "isuserdefined": t.is_user_defined,
+                    "fordisplay": True,
+                }
+                for t, c in rows
+            ],
+            total,
+        )
 
 
 async def _paged_rows(session, query, args) -> tuple[list, int]:
@@ -979,8 +1051,15 @@ async def _paged_rows(session, query, args) -> tuple[list, int]:
 
 FORMATS = ("QCOW2", "RAW", "VHD", "VHDX", "OVA", "VMDK", "TAR")
 HYPERVISORS = ("KVM", "XenServer", "VMware", "Hyperv", "LXC", "Simulator")
-TEMPLATE_FILTERS = ("featured", "self", "selfexecutable", "sharedexecutable", "executable",
-                    "community", "all")
+TEMPLATE_FILTERS = (
+    "featured",
+    "self",
+    "selfexecutable",
+    "sharedexecutable",
+    "executable",
+    "community",
+    "all",
+)
 
 
 class Kind:
@@ -998,8 +1077,11 @@ TEMPLATE, ISO = Kind(False), Kind(True)
 
 
 def template_fields(t: Template, tz: TemplateZone | None, zone: Zone | None, names) -> dict:
-    os_type, account, domain = names["os"].get(t.os_type_id), names["account"].get(
-        t.account_id), names["domain"].get(t.domain_id)
+    os_type, account, domain = (
+        names["os"].get(t.os_type_id),
+        names["account"].get(t.account_id),
+        names["domain"].get(t.domain_id),
+    )
     fields = {
         "id": t.uuid,
         "name": t.name,
@@ -1032,19 +1114,27 @@ def template_fields(t: Template, tz: TemplateZone | None, zone: Zone | None, nam
         "hasannotations": False,
     }
     if t.format != "ISO":
-        fields |= {"format": t.format, "hypervisor": t.hypervisor,
-                   "templatetype": t.template_type, "requireshvm": t.requires_hvm,
-                   "deployasis": False}
+        fields |= {
+            "format": t.format,
+            "hypervisor": t.hypervisor,
+            "templatetype": t.template_type,
+            "requireshvm": t.requires_hvm,
+            "deployasis": False,
+        }
     return fields
 
 
 async def _names_for(session, templates) -> dict:
     os_ids = {t.os_type_id for t in templates}
     account_ids = {t.account_id for t in templates}
-    os_types = (await session.scalars(select(OsType).where(OsType.id.in_(os_ids)))).all() \
-        if os_ids else []
-    accounts = (await session.scalars(select(Account).where(Account.id.in_(account_ids)))).all() \
-        if account_ids else []
+    os_types = (
+        (await session.scalars(select(OsType).where(OsType.id.in_(os_ids)))).all() if os_ids else []
+    )
+    accounts = (
+        (await session.scalars(select(Account).where(Account.id.in_(account_ids)))).all()
+        if account_ids
+        else []
+    )
     return {
         "os": {o.id: o for o in os_types},
         "account": {a.id: a for a in accounts},
@@ -1067,8 +1157,11 @@ async def _visible_template(session, call, uuid: str, kind: Kind, *, to_change: 
     if public is None:
         raise not_found(kind.what, uuid)
     if to_change:
-        raise ApiError(531, f"the caller's account does not have permission to operate on "
-                            f"{kind.what} {uuid}: it belongs to another account")
+        raise ApiError(
+            531,
+            f"the caller's account does not have permission to operate on "
+            f"{kind.what} {uuid}: it belongs to another account",
+        )
     return public
 
 
@@ -1080,8 +1173,7 @@ async def _zones_param(session, args) -> tuple[list[Zone], bool]:
     if "-1" in raw:
         if len(raw) > 1:
             raise param_error("zoneids: -1 (all zones) cannot be combined with other zones")
-        zones = (await session.scalars(
-            select(Zone).where(Zone.live()).order_by(Zone.id))).all()
+        zones = (await session.scalars(select(Zone).where(Zone.live()).order_by(Zone.id))).all()
         if not zones:
             raise param_error("zoneid -1 (all zones): there is no zone yet")
         return list(zones), True
@@ -1106,7 +1198,8 @@ async def _register(call, args, kind: Kind) -> ListResult:
     is_admin = caller.is_root_admin or caller.is_domain_admin
     async with call.server.db.sessions() as session:
         os_type = await session.scalar(
-            select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live()))
+            select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live())
+        )
         if os_type is None:
             raise not_found("OS type", args["ostypeid"])
         zones, all_zones = await _zones_param(session, args)
@@ -1146,8 +1239,10 @@ async def _register(call, args, kind: Kind) -> ListResult:
         await call.server.events.record(
             call, f"{kind.event}.CREATE", f"registered {kind.what} {template.name}", template
         )
-        return ListResult(kind.what, [template_fields(template, tz, z, names)
-                                      for tz, z in zip(refs, zones, strict=True)])
+        return ListResult(
+            kind.what,
+            [template_fields(template, tz, z, names) for tz, z in zip(refs, zones, strict=True)],
+        )
 
 
 def _scope(caller):
@@ -1166,8 +1261,11 @@ def _filter_clause(call, args, kind: Kind, project_account: int | None = None):
         return and_(mine, ready) if name in ("selfexecutable", "executable") else mine
     # Admins list the rows of the accounts they administer with listall=true.
     is_admin = caller.is_root_admin or caller.is_domain_admin
-    mine = _scope(caller) if is_admin and args.get("listall") else (
-        Template.account_id == caller.account_id)
+    mine = (
+        _scope(caller)
+        if is_admin and args.get("listall")
+        else (Template.account_id == caller.account_id)
+    )
     if name == "all":
         if not caller.is_root_admin:
             raise param_error(f"Filter all can be specified by admin only ({kind.filter}=all)")
@@ -1190,15 +1288,20 @@ async def _list(call, args, kind: Kind) -> ListResult:
     async with call.server.db.sessions() as session:
         project_account = None
         if args["projectid"]:
-            project_account = (await visible_project(session, call.caller,
-                                                     args["projectid"])).account_id
+            project_account = (
+                await visible_project(session, call.caller, args["projectid"])
+            ).account_id
         query = (
             select(Template, TemplateZone, Zone)
-            .outerjoin(TemplateZone, and_(TemplateZone.template_id == Template.id,
-                                          TemplateZone.live()))
+            .outerjoin(
+                TemplateZone, and_(TemplateZone.template_id == Template.id, TemplateZone.live())
+            )
             .outerjoin(Zone, TemplateZone.zone_id == Zone.id)
-            .where(Template.live(), _kind_clause(kind),
-                   _filter_clause(call, args, kind, project_account))
+            .where(
+                Template.live(),
+                _kind_clause(kind),
+                _filter_clause(call, args, kind, project_account),
+            )
         )
         if args["id"]:
             query = query.where(Template.uuid == args["id"])
@@ -1222,8 +1325,7 @@ async def _list(call, args, kind: Kind) -> ListResult:
         tags = await tags_for(session, kind.tag_type, (t.id for t, _, _ in rows))
         return ListResult(
             kind.what,
-            [template_fields(t, tz, z, names) | {"tags": tags.get(t.id, [])}
-             for t, tz, z in rows],
+            [template_fields(t, tz, z, names) | {"tags": tags.get(t.id, [])} for t, tz, z in rows],
             total,
         )
 
@@ -1233,42 +1335,58 @@ async def _update(call, args, kind: Kind) -> ObjectResult:
         template = await _visible_template(session, call, args["id"], kind, to_change=True)
         if args["ostypeid"]:
             os_type = await session.scalar(
-                select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live()))
+                select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live())
+            )
             if os_type is None:
                 raise not_found("OS type", args["ostypeid"])
             template.os_type_id = os_type.id
-        changes = [("name", "name"), ("displaytext", "display_text"), ("sortkey", "sort_key"),
-                   ("bootable", "bootable"), ("passwordenabled", "password_enabled")]
+        changes = [
+            ("name", "name"),
+            ("displaytext", "display_text"),
+            ("sortkey", "sort_key"),
+            ("bootable", "bootable"),
+            ("passwordenabled", "password_enabled"),
+        ]
         if not kind.iso:
             changes += [("format", "format"), ("requireshvm", "requires_hvm")]
         for param, attr in changes:
             if args.get(param) is not None:
                 setattr(template, attr, args[param])
         await session.commit()
-        ref = await session.scalar(select(TemplateZone).where(
-            TemplateZone.template_id == template.id, TemplateZone.live()
-        ).order_by(TemplateZone.id))
+        ref = await session.scalar(
+            select(TemplateZone)
+            .where(TemplateZone.template_id == template.id, TemplateZone.live())
+            .order_by(TemplateZone.id)
+        )
         zone = await session.get(Zone, ref.zone_id) if ref else None
         names = await _names_for(session, [template])
         await call.server.events.record(
             call, f"{kind.event}.UPDATE", f"updated {kind.what} {template.name}", template
         )
         tags = await tags_for(session, kind.tag_type, [template.id])
-        return ObjectResult(kind.what, template_fields(template, ref, zone, names)
-                            | {"tags": tags.get(template.id, [])})
+        return ObjectResult(
+            kind.what,
+            template_fields(template, ref, zone, names) | {"tags": tags.get(template.id, [])},
+        )
 
 
 async def _delete(call, args, kind: Kind) -> PlainResult:
     async with call.server.db.sessions() as session:
         template = await _visible_template(session, call, args["id"], kind, to_change=True)
-        refs = (await session.scalars(select(TemplateZone).where(
-            TemplateZone.template_id == template.id, TemplateZone.live()))).all()
+        refs = (
+            await session.scalars(
+                select(TemplateZone).where(
+                    TemplateZone.template_id == template.id, TemplateZone.live()
+                )
+            )
+        ).all()
         if args["zoneid"]:
             zone = await session.scalar(select(Zone).where(Zone.uuid == args["zoneid"]))
             chosen = [r for r in refs if zone is not None and r.zone_id == zone.id]
             if not chosen:
                 raise param_error(
-                    f"{kind.what} {args['id']} is not registered in zone {args['zoneid']}")
+                    f"{kind.what} {args['id']} is not registered in zone {args['zoneid']}"
+                )
         else:
             chosen = list(refs)
         for ref in chosen:
@@ -1334,9 +1452,13 @@ async def register_template(call, args) -> ListResult:
     "listTemplates",
     description="Lists templates; templatefilter chooses which of the visible ones",
     params=[
-        Param("templatefilter", required=True, choices=TEMPLATE_FILTERS,
-              description="featured, self, selfexecutable, sharedexecutable, executable, "
-                          "community or all (root admin)"),
+        Param(
+            "templatefilter",
+            required=True,
+            choices=TEMPLATE_FILTERS,
+            description="featured, self, selfexecutable, sharedexecutable, executable, "
+            "community or all (root admin)",
+        ),
         *LIST_COMMON,
         Param("hypervisor"),
         Param("templatetype", description="accepted for compatibility"),

@@ -21,8 +21,10 @@ def date(value: datetime | None) -> str | None:
     if value.utcoffset():
         return value.strftime(DATE_FORMAT)
     # strftime costs a few microseconds; a 500-row listing formats a thousand dates.
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}+0000")
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}+0000"
+    )
 
 
 async def paged(
@@ -49,6 +51,11 @@ async def paged(
         return found, len(found)  # the first page holds everything
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar()
     return found, int(total or 0)
+
+
+def of_uuid(column, model, uuid: str):
+    """``column`` refers to the ``model`` row whose public id is ``uuid``."""
+    return column.in_(select(model.id).where(model.uuid == uuid))
 
 
 def not_found(what: str, uuid: str) -> Exception:

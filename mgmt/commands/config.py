@@ -20,13 +20,24 @@ from mgmt.db.settings import BY_NAME, THROTTLING, render, throttling
 
 SCOPE_PARAMS = (
     Param("zoneid", "uuid", description="the zone whose value to use (zone-scoped settings)"),
-    Param("domainid", "uuid", description="the domain whose value to use (domain-scoped settings)",
-          resource="domain"),
-    Param("accountid", "uuid", description="the account whose value to use (account-scoped "
-          "settings)", resource="account"),
+    Param(
+        "domainid",
+        "uuid",
+        description="the domain whose value to use (domain-scoped settings)",
+        resource="domain",
+    ),
+    Param(
+        "accountid",
+        "uuid",
+        description="the account whose value to use (account-scoped settings)",
+        resource="account",
+    ),
 )
-SCOPE_MODELS = {"zoneid": ("zone", Zone), "domainid": ("domain", Domain),
-                "accountid": ("account", Account)}
+SCOPE_MODELS = {
+    "zoneid": ("zone", Zone),
+    "domainid": ("domain", Domain),
+    "accountid": ("account", Account),
+}
 
 
 async def _scope(session, args) -> tuple[str, int, str] | None:
@@ -62,7 +73,7 @@ def _fields(row: Configuration, value: str | None, scope: tuple | None) -> dict:
 @command(
     "listConfigurations",
     description="Lists settings; with zoneid, domainid or accountid, the settings of that "
-                "scope with their value there",
+    "scope with their value there",
     params=[
         *PAGING,
         Param("name", description="the setting's name"),
@@ -82,20 +93,29 @@ async def list_configurations(call, args) -> ListResult:
         if args["category"]:
             query = query.where(Configuration.category == args["category"])
         if args["keyword"]:
-            query = query.where(or_(
-                Configuration.name.contains(args["keyword"], autoescape=True),
-                Configuration.description.contains(args["keyword"], autoescape=True),
-            ))
+            query = query.where(
+                or_(
+                    Configuration.name.contains(args["keyword"], autoescape=True),
+                    Configuration.description.contains(args["keyword"], autoescape=True),
+                )
+            )
         if scope:
             query = query.where(Configuration.scope == scope[0])
         rows, total = await paged(session, query, args)
         scoped: dict[str, str] = {}
         if scope and rows:
-            scoped = dict((await session.execute(
-                select(ConfigurationValue.name, ConfigurationValue.value).where(
-                    ConfigurationValue.scope == scope[0], ConfigurationValue.scope_id == scope[1],
-                    ConfigurationValue.name.in_([r.name for r in rows]),
-                    ConfigurationValue.live()))).all())
+            scoped = dict(
+                (
+                    await session.execute(
+                        select(ConfigurationValue.name, ConfigurationValue.value).where(
+                            ConfigurationValue.scope == scope[0],
+                            ConfigurationValue.scope_id == scope[1],
+                            ConfigurationValue.name.in_([r.name for r in rows]),
+                            ConfigurationValue.live(),
+                        )
+                    )
+                ).all()
+            )
         items = [_fields(r, scoped.get(r.name, r.value), scope) for r in rows]
         return ListResult("configuration", items, total)
 
@@ -103,7 +123,7 @@ async def list_configurations(call, args) -> ListResult:
 @command(
     "updateConfiguration",
     description="Changes a setting, globally or (zoneid, domainid, accountid) for one zone, "
-                "domain or account when the setting has that scope",
+    "domain or account when the setting has that scope",
     params=[
         Param("name", required=True, description="the setting's name"),
         Param("value", required=True, length=4096, description="the new value"),
@@ -122,31 +142,45 @@ async def update_configuration(call, args) -> ObjectResult:
         value = setting.validate(text)
     except ValueError as exc:
         raise param_error(
-            f"Invalid value for configuration {name} ({setting.type}): {exc}") from None
+            f"Invalid value for configuration {name} ({setting.type}): {exc}"
+        ) from None
     stored = render(value)
     async with call.server.db.sessions() as session:
         scope = await _scope(session, args)
         if scope and scope[0] != setting.scope:
             raise param_error(
                 f"configuration {name} has {setting.scope} scope; it cannot be set for a "
-                f"{scope[0]} ({text[:60]!r} not applied)")
-        row = await session.scalar(select(Configuration).where(
-            Configuration.name == name, Configuration.live()))
+                f"{scope[0]} ({text[:60]!r} not applied)"
+            )
+        row = await session.scalar(
+            select(Configuration).where(Configuration.name == name, Configuration.live())
+        )
         if row is None:  # not stored yet (a setting added since the last start)
-            row = Configuration(name=name, default_value=render(setting.default),
-                                value=render(setting.default), type=setting.type,
-                                category=setting.category, description=setting.description,
-                                scope=setting.scope)
+            row = Configuration(
+                name=name,
+                default_value=render(setting.default),
+                value=render(setting.default),
+                type=setting.type,
+                category=setting.category,
+                description=setting.description,
+                scope=setting.scope,
+            )
             session.add(row)
         if scope is None:
             row.value = stored
         else:
-            override = await session.scalar(select(ConfigurationValue).where(
-                ConfigurationValue.name == name, ConfigurationValue.scope == scope[0],
-                ConfigurationValue.scope_id == scope[1], ConfigurationValue.live()))
+            override = await session.scalar(
+                select(ConfigurationValue).where(
+                    ConfigurationValue.name == name,
+                    ConfigurationValue.scope == scope[0],
+                    ConfigurationValue.scope_id == scope[1],
+                    ConfigurationValue.live(),
+                )
+            )
             if override is None:
-                session.add(ConfigurationValue(name=name, scope=scope[0], scope_id=scope[1],
-                                               value=stored))
+                session.add(
+                    ConfigurationValue(name=name, scope=scope[0], scope_id=scope[1], value=stored)
+                )
             else:
                 override.value = stored
         await session.commit()
@@ -155,5 +189,6 @@ async def update_configuration(call, args) -> ObjectResult:
         fields = _fields(row, stored, scope)
     where = f" for {scope[0]} {scope[2]}" if scope else ""
     await call.server.events.record(
-        call, "CONFIGURATION.VALUE.EDIT", f"set {name} to {stored}{where}")
+        call, "CONFIGURATION.VALUE.EDIT", f"set {name} to {stored}{where}"
+    )
     return ObjectResult("configuration", fields)

@@ -45,24 +45,36 @@ async def _event_scope(session, call, args, query):
     caller = call.caller
     query = owned_by(query, Event, caller)
     if args.get("domainid"):
-        domain = await session.scalar(owned_by(
-            select(Domain).where(Domain.uuid == args["domainid"], Domain.live()), Domain, caller))
+        domain = await session.scalar(
+            owned_by(
+                select(Domain).where(Domain.uuid == args["domainid"], Domain.live()), Domain, caller
+            )
+        )
         if domain is None:
             raise not_found("domain", args["domainid"])
         if args.get("account"):
-            account_id = await session.scalar(select(Account.id).where(
-                Account.domain_id == domain.id, Account.name == args["account"], Account.live()))
+            account_id = await session.scalar(
+                select(Account.id).where(
+                    Account.domain_id == domain.id, Account.name == args["account"], Account.live()
+                )
+            )
             if account_id is None:
-                raise param_error(f"Unable to find account {args['account']} in domain "
-                                  f"{args['domainid']}")
+                raise param_error(
+                    f"Unable to find account {args['account']} in domain {args['domainid']}"
+                )
             return query.where(Event.account_id == account_id)
-        ids = await domain_subtree_ids(session, domain.id) if args.get("isrecursive") \
-            else [domain.id]
+        ids = (
+            await domain_subtree_ids(session, domain.id) if args.get("isrecursive") else [domain.id]
+        )
         return query.where(Event.domain_id.in_(ids))
     if args.get("account"):
-        account_id = await session.scalar(select(Account.id).where(
-            Account.domain_id == caller.domain_id, Account.name == args["account"],
-            Account.live()))
+        account_id = await session.scalar(
+            select(Account.id).where(
+                Account.domain_id == caller.domain_id,
+                Account.name == args["account"],
+                Account.live(),
+            )
+        )
         if account_id is None:
             raise param_error(f"Unable to find account {args['account']} in the caller's domain")
         return query.where(Event.account_id == account_id)
@@ -71,8 +83,9 @@ async def _event_scope(session, call, args, query):
     return query.where(Event.account_id == caller.account_id)
 
 
-def event_fields(e: Event, account: Account | None, domain: Domain | None,
-                 user: User | None) -> dict:
+def event_fields(
+    e: Event, account: Account | None, domain: Domain | None, user: User | None
+) -> dict:
     return {
         "id": e.uuid,
         "type": e.type,
@@ -119,11 +132,13 @@ EVENT_SCOPE = (
 )
 async def list_events(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = (select(Event, Account, Domain, User)
-                 .outerjoin(Account, Account.id == Event.account_id)
-                 .outerjoin(Domain, Domain.id == Event.domain_id)
-                 .outerjoin(User, User.id == Event.user_id)
-                 .where(Event.live()))
+        query = (
+            select(Event, Account, Domain, User)
+            .outerjoin(Account, Account.id == Event.account_id)
+            .outerjoin(Domain, Domain.id == Event.domain_id)
+            .outerjoin(User, User.id == Event.user_id)
+            .where(Event.live())
+        )
         query = await _event_scope(session, call, args, query)
         if args["id"]:
             query = query.where(Event.uuid == args["id"])
@@ -137,8 +152,12 @@ async def list_events(call, args) -> ListResult:
             query = query.where(Event.resource_type == args["resourcetype"])
         query = _range(query, Event.created, args)
         if args["keyword"]:
-            query = query.where(or_(Event.type.contains(args["keyword"], autoescape=True),
-                                    Event.description.contains(args["keyword"], autoescape=True)))
+            query = query.where(
+                or_(
+                    Event.type.contains(args["keyword"], autoescape=True),
+                    Event.description.contains(args["keyword"], autoescape=True),
+                )
+            )
         rows, total = await paged(session, query.order_by(Event.id.desc()), args, rows=True)
         return ListResult("event", [event_fields(*row) for row in rows], total)
 
@@ -186,7 +205,7 @@ async def delete_events(call, args) -> PlainResult:
 @command(
     "archiveEvents",
     description="Archives events (listEvents no longer shows them): ids, or those of a type "
-                "and/or date range",
+    "and/or date range",
     params=list(CLEANUP),
     since="4.0.0",
 )
@@ -198,11 +217,22 @@ async def archive_events(call, args) -> PlainResult:
 
 #: CloudStack's alert types (AlertManager.AlertType), by number.
 ALERT_TYPES = {
-    0: "ALERT.MEMORY", 1: "ALERT.CPU", 2: "ALERT.STORAGE", 3: "ALERT.STORAGE.ALLOCATED",
-    4: "ALERT.NETWORK.PUBLICIP", 5: "ALERT.NETWORK.PRIVATEIP", 6: "ALERT.STORAGE.SECONDARY",
-    7: "ALERT.COMPUTE.HOST", 8: "ALERT.USERVM", 9: "ALERT.SERVICE.DOMAINROUTER",
-    10: "ALERT.SERVICE.CONSOLEPROXY", 11: "ALERT.NETWORK.ROUTING", 12: "ALERT.STORAGE.MISC",
-    13: "ALERT.USAGE", 14: "ALERT.MANAGEMENT", 18: "ALERT.SERVICE.SSVM",
+    0: "ALERT.MEMORY",
+    1: "ALERT.CPU",
+    2: "ALERT.STORAGE",
+    3: "ALERT.STORAGE.ALLOCATED",
+    4: "ALERT.NETWORK.PUBLICIP",
+    5: "ALERT.NETWORK.PRIVATEIP",
+    6: "ALERT.STORAGE.SECONDARY",
+    7: "ALERT.COMPUTE.HOST",
+    8: "ALERT.USERVM",
+    9: "ALERT.SERVICE.DOMAINROUTER",
+    10: "ALERT.SERVICE.CONSOLEPROXY",
+    11: "ALERT.NETWORK.ROUTING",
+    12: "ALERT.STORAGE.MISC",
+    13: "ALERT.USAGE",
+    14: "ALERT.MANAGEMENT",
+    18: "ALERT.SERVICE.SSVM",
 }
 
 
@@ -241,8 +271,12 @@ async def list_alerts(call, args) -> ListResult:
             numbers = [n for n, name in ALERT_TYPES.items() if name == args["name"].upper()]
             query = query.where(Alert.type.in_(numbers))
         if args["keyword"]:
-            query = query.where(or_(Alert.subject.contains(args["keyword"], autoescape=True),
-                                    Alert.description.contains(args["keyword"], autoescape=True)))
+            query = query.where(
+                or_(
+                    Alert.subject.contains(args["keyword"], autoescape=True),
+                    Alert.description.contains(args["keyword"], autoescape=True),
+                )
+            )
         alerts, total = await paged(session, query.order_by(Alert.id.desc()), args)
         return ListResult("alert", [alert_fields(a) for a in alerts], total)
 
@@ -258,8 +292,9 @@ async def _remove_alerts(call, args, verb: str, archive: bool) -> PlainResult:
             try:
                 query = query.where(Alert.type == int(args["type"]))
             except ValueError:
-                raise param_error(f"invalid value for type: {args['type']!r} is not an alert "
-                                  "type number") from None
+                raise param_error(
+                    f"invalid value for type: {args['type']!r} is not an alert type number"
+                ) from None
         alerts = (await session.scalars(_range(query, Alert.sent, args))).all()
         if args["ids"]:
             found = {a.uuid for a in alerts}
@@ -276,13 +311,23 @@ async def _remove_alerts(call, args, verb: str, archive: bool) -> PlainResult:
     return PlainResult({"success": True})
 
 
-@command("deleteAlerts", description="Deletes alerts: ids, or those of a type and/or dates",
-         params=list(CLEANUP), roles=ROOT_ONLY, since="4.0.0")
+@command(
+    "deleteAlerts",
+    description="Deletes alerts: ids, or those of a type and/or dates",
+    params=list(CLEANUP),
+    roles=ROOT_ONLY,
+    since="4.0.0",
+)
 async def delete_alerts(call, args) -> PlainResult:
     return await _remove_alerts(call, args, "deleteAlerts", archive=False)
 
 
-@command("archiveAlerts", description="Archives alerts: ids, or those of a type and/or dates",
-         params=list(CLEANUP), roles=ROOT_ONLY, since="4.0.0")
+@command(
+    "archiveAlerts",
+    description="Archives alerts: ids, or those of a type and/or dates",
+    params=list(CLEANUP),
+    roles=ROOT_ONLY,
+    since="4.0.0",
+)
 async def archive_alerts(call, args) -> PlainResult:
     return await _remove_alerts(call, args, "archiveAlerts", archive=True)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.common import date, not_found, of_uuid, paged
 from mgmt.db.models import Domain, Zone
 from mgmt.db.models.infra import (
     Cluster,
@@ -38,19 +38,40 @@ TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
 ISOLATION_METHODS = ("VLAN", "VXLAN", "GRE", "STT", "L3", "BCF_SEGMENT", "SSP", "ODL", "VCS")
 HOST_STATES = ("Up", "Down", "Disconnected", "Connecting", "Alert", "Error", "Removed")
 RESOURCE_STATES = (
-    "Enabled", "Disabled", "Creating", "PrepareForMaintenance", "ErrorInMaintenance",
-    "Maintenance", "ErrorInPrepareForMaintenance",
+    "Enabled",
+    "Disabled",
+    "Creating",
+    "PrepareForMaintenance",
+    "ErrorInMaintenance",
+    "Maintenance",
+    "ErrorInPrepareForMaintenance",
 )
 HOST_TYPES = ("Routing", "SecondaryStorage", "ConsoleProxy", "Storage", "SecondaryStorageVM")
 #: Providers every physical network gets, with the services they offer (as CloudStack).
 PROVIDERS = {
     "VirtualRouter": (
-        "Dhcp", "Dns", "Firewall", "Gateway", "Lb", "PortForwarding", "SourceNat", "StaticNat",
-        "UserData", "Vpn",
+        "Dhcp",
+        "Dns",
+        "Firewall",
+        "Gateway",
+        "Lb",
+        "PortForwarding",
+        "SourceNat",
+        "StaticNat",
+        "UserData",
+        "Vpn",
     ),
     "VpcVirtualRouter": (
-        "Dhcp", "Dns", "Gateway", "Lb", "NetworkACL", "PortForwarding", "SourceNat", "StaticNat",
-        "UserData", "Vpn",
+        "Dhcp",
+        "Dns",
+        "Gateway",
+        "Lb",
+        "NetworkACL",
+        "PortForwarding",
+        "SourceNat",
+        "StaticNat",
+        "UserData",
+        "Vpn",
     ),
 }
 MAX_RANGE = 65_536  # a /16
@@ -74,8 +95,10 @@ async def _by_id(session, model, ids) -> dict[int, Any]:
 
 
 async def _count(session, model, *where) -> int:
-    return int(await session.scalar(select(func.count()).select_from(model).where(
-        model.live(), *where)) or 0)
+    return int(
+        await session.scalar(select(func.count()).select_from(model).where(model.live(), *where))
+        or 0
+    )
 
 
 def _address(name: str, value: str) -> ipaddress.IPv4Address:
@@ -160,8 +183,11 @@ async def create_pod(call, args) -> ObjectResult:
         if await _count(session, Pod, Pod.zone_id == zone.id, Pod.name == args["name"]):
             raise param_error(f"a pod named {args['name']} exists already in zone {zone.name}")
         pod = Pod(
-            name=args["name"], zone_id=zone.id, gateway=args["gateway"],
-            netmask=args["netmask"], start_ip=args["startip"],
+            name=args["name"],
+            zone_id=zone.id,
+            gateway=args["gateway"],
+            netmask=args["netmask"],
+            start_ip=args["startip"],
             end_ip=args["endip"] or args["startip"],
             allocation_state=args["allocationstate"] or "Enabled",
         )
@@ -194,7 +220,7 @@ async def list_pods(call, args) -> ListResult:
         if args["name"]:
             query = query.where(Pod.name == args["name"])
         if args["zoneid"]:
-            query = query.where(Pod.zone_id.in_(select(Zone.id).where(Zone.uuid == args["zoneid"])))
+            query = query.where(of_uuid(Pod.zone_id, Zone, args["zoneid"]))
         if args["allocationstate"]:
             query = query.where(Pod.allocation_state == args["allocationstate"])
         if args["keyword"]:
@@ -228,8 +254,10 @@ async def update_pod(call, args) -> ObjectResult:
         start = args["startip"] or pod.start_ip
         end = args["endip"] or (args["startip"] if args["startip"] else pod.end_ip)
         _check_range(_subnet(gateway, netmask), start, end)
-        if args["name"] and args["name"] != pod.name and await _count(
-            session, Pod, Pod.zone_id == pod.zone_id, Pod.name == args["name"]
+        if (
+            args["name"]
+            and args["name"] != pod.name
+            and await _count(session, Pod, Pod.zone_id == pod.zone_id, Pod.name == args["name"])
         ):
             raise param_error(f"a pod named {args['name']} exists already in this zone")
         pod.name = args["name"] or pod.name
@@ -308,13 +336,18 @@ async def add_cluster(call, args) -> ListResult:
         pod = await _live(session, Pod, args["podid"], "pod")
         if pod.zone_id != zone.id:
             raise param_error(f"pod {pod.name} (podid) is not in zone {zone.name} (zoneid)")
-        if await _count(session, Cluster, Cluster.pod_id == pod.id,
-                        Cluster.name == args["clustername"]):
-            raise param_error(f"a cluster named {args['clustername']} exists already in pod "
-                              f"{pod.name}")
+        if await _count(
+            session, Cluster, Cluster.pod_id == pod.id, Cluster.name == args["clustername"]
+        ):
+            raise param_error(
+                f"a cluster named {args['clustername']} exists already in pod {pod.name}"
+            )
         cluster = Cluster(
-            name=args["clustername"], zone_id=zone.id, pod_id=pod.id,
-            hypervisor=args["hypervisor"], cluster_type=args["clustertype"],
+            name=args["clustername"],
+            zone_id=zone.id,
+            pod_id=pod.id,
+            hypervisor=args["hypervisor"],
+            cluster_type=args["clustertype"],
             allocation_state=args["allocationstate"] or "Enabled",
         )
         session.add(cluster)
@@ -352,11 +385,9 @@ async def list_clusters(call, args) -> ListResult:
         if args["name"]:
             query = query.where(Cluster.name == args["name"])
         if args["zoneid"]:
-            query = query.where(
-                Cluster.zone_id.in_(select(Zone.id).where(Zone.uuid == args["zoneid"]))
-            )
+            query = query.where(of_uuid(Cluster.zone_id, Zone, args["zoneid"]))
         if args["podid"]:
-            query = query.where(Cluster.pod_id.in_(select(Pod.id).where(Pod.uuid == args["podid"])))
+            query = query.where(of_uuid(Cluster.pod_id, Pod, args["podid"]))
         if args["hypervisor"]:
             query = query.where(Cluster.hypervisor == args["hypervisor"])
         if args["clustertype"]:
@@ -396,8 +427,11 @@ async def update_cluster(call, args) -> ObjectResult:
             raise param_error("hypervisor of a cluster cannot be changed")
         if args["clustername"]:
             cluster.name = args["clustername"]
-        for param, attr in (("allocationstate", "allocation_state"),
-                            ("managedstate", "managed_state"), ("clustertype", "cluster_type")):
+        for param, attr in (
+            ("allocationstate", "allocation_state"),
+            ("managedstate", "managed_state"),
+            ("clustertype", "cluster_type"),
+        ):
             if args[param]:
                 setattr(cluster, attr, args[param])
         await session.commit()
@@ -465,7 +499,9 @@ def host_fields(h: Host, zone: Zone | None, pod: Pod | None, cluster: Cluster | 
 
 async def _host_answer(session, h: Host) -> dict:
     return host_fields(
-        h, await session.get(Zone, h.zone_id), await session.get(Pod, h.pod_id),
+        h,
+        await session.get(Zone, h.zone_id),
+        await session.get(Pod, h.pod_id),
         await session.get(Cluster, h.cluster_id),
     )
 
@@ -526,27 +562,42 @@ async def add_host(call, args) -> ListResult:
         if args["clusterid"]:
             cluster = await _live(session, Cluster, args["clusterid"], "cluster")
         elif args["clustername"]:
-            cluster = await session.scalar(select(Cluster).where(
-                Cluster.pod_id == pod.id, Cluster.name == args["clustername"], Cluster.live()))
+            cluster = await session.scalar(
+                select(Cluster).where(
+                    Cluster.pod_id == pod.id, Cluster.name == args["clustername"], Cluster.live()
+                )
+            )
             if cluster is None:
-                raise param_error(f"no cluster named {args['clustername']} (clustername) in pod "
-                                  f"{pod.name}")
+                raise param_error(
+                    f"no cluster named {args['clustername']} (clustername) in pod {pod.name}"
+                )
         else:
             raise param_error("missing parameter clusterid (or clustername)")
         if cluster.pod_id != pod.id:
             raise param_error(f"cluster {cluster.name} (clusterid) is not in pod {pod.name}")
         if cluster.hypervisor != args["hypervisor"]:
-            raise param_error(f"hypervisor {args['hypervisor']} does not match cluster "
-                              f"{cluster.name}, which is {cluster.hypervisor}")
+            raise param_error(
+                f"hypervisor {args['hypervisor']} does not match cluster "
+                f"{cluster.name}, which is {cluster.hypervisor}"
+            )
         if await _count(session, Host, Host.name == address):
             raise param_error(f"host {address} (url) has been added already")
         cpus, speed, memory = _local_capacity() if args["hypervisor"] == "Netns" else (0, 0, 0)
         host = Host(
-            name=address, zone_id=zone.id, pod_id=pod.id, cluster_id=cluster.id,
-            url=args["url"], username=args["username"], password=args["password"],
-            hypervisor=args["hypervisor"], ip_address=address, state="Up",
+            name=address,
+            zone_id=zone.id,
+            pod_id=pod.id,
+            cluster_id=cluster.id,
+            url=args["url"],
+            username=args["username"],
+            password=args["password"],
+            hypervisor=args["hypervisor"],
+            ip_address=address,
+            state="Up",
             resource_state="Disabled" if args["allocationstate"] == "Disable" else "Enabled",
-            host_tags=_split_tags(args["hosttags"]), cpu_number=cpus, cpu_speed=speed,
+            host_tags=_split_tags(args["hosttags"]),
+            cpu_number=cpus,
+            cpu_speed=speed,
             memory_total=memory,
         )
         session.add(host)
@@ -579,31 +630,43 @@ async def add_host(call, args) -> ListResult:
 async def list_hosts(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
         query = select(Host).where(Host.live()).order_by(Host.id)
-        for param, column in (("id", Host.uuid), ("name", Host.name), ("type", Host.type),
-                              ("state", Host.state), ("resourcestate", Host.resource_state),
-                              ("hypervisor", Host.hypervisor)):
+        for param, column in (
+            ("id", Host.uuid),
+            ("name", Host.name),
+            ("type", Host.type),
+            ("state", Host.state),
+            ("resourcestate", Host.resource_state),
+            ("hypervisor", Host.hypervisor),
+        ):
             if args[param]:
                 query = query.where(column == args[param])
-        for param, column, model in (("clusterid", Host.cluster_id, Cluster),
-                                     ("podid", Host.pod_id, Pod), ("zoneid", Host.zone_id, Zone)):
+        for param, column, model in (
+            ("clusterid", Host.cluster_id, Cluster),
+            ("podid", Host.pod_id, Pod),
+            ("zoneid", Host.zone_id, Zone),
+        ):
             if args[param]:
                 query = query.where(column.in_(select(model.id).where(model.uuid == args[param])))
         if args["keyword"]:
             query = query.where(Host.name.contains(args["keyword"], autoescape=True))
         if args["hosttags"]:
             tag = args["hosttags"]
-            query = query.where(or_(
-                Host.host_tags == tag,
-                Host.host_tags.startswith(f"{tag},", autoescape=True),
-                Host.host_tags.endswith(f",{tag}", autoescape=True),
-                Host.host_tags.contains(f",{tag},", autoescape=True),
-            ))
+            query = query.where(
+                or_(
+                    Host.host_tags == tag,
+                    Host.host_tags.startswith(f"{tag},", autoescape=True),
+                    Host.host_tags.endswith(f",{tag}", autoescape=True),
+                    Host.host_tags.contains(f",{tag},", autoescape=True),
+                )
+            )
         hosts, total = await paged(session, query, args)
         zones = await _by_id(session, Zone, (h.zone_id for h in hosts))
         pods = await _by_id(session, Pod, (h.pod_id for h in hosts))
         clusters = await _by_id(session, Cluster, (h.cluster_id for h in hosts))
-        items = [host_fields(h, zones.get(h.zone_id), pods.get(h.pod_id),
-                             clusters.get(h.cluster_id)) for h in hosts]
+        items = [
+            host_fields(h, zones.get(h.zone_id), pods.get(h.pod_id), clusters.get(h.cluster_id))
+            for h in hosts
+        ]
         return ListResult("host", items, total)
 
 
@@ -626,8 +689,10 @@ async def update_host(call, args) -> ObjectResult:
         host = await _live(session, Host, args["id"], "host")
         if args["allocationstate"]:
             if host.resource_state not in ("Enabled", "Disabled"):
-                raise param_error(f"host {host.name} is in {host.resource_state}; cancel the "
-                                  "maintenance before changing allocationstate")
+                raise param_error(
+                    f"host {host.name} is in {host.resource_state}; cancel the "
+                    "maintenance before changing allocationstate"
+                )
             host.resource_state = "Enabled" if args["allocationstate"] == "Enable" else "Disabled"
         if call.params.has("hosttags"):
             host.host_tags = _split_tags(args["hosttags"])
@@ -653,8 +718,11 @@ async def delete_host(call, args) -> PlainResult:
     async with call.server.db.sessions() as session:
         host = await _live(session, Host, args["id"], "host")
         if not args["forced"] and host.state == "Up" and host.resource_state != "Maintenance":
-            raise ApiError(536, f"host {host.name} is Up and not in maintenance; "
-                                "prepare it for maintenance first or pass forced=true")
+            raise ApiError(
+                536,
+                f"host {host.name} is Up and not in maintenance; "
+                "prepare it for maintenance first or pass forced=true",
+            )
         host.remove()
         await session.commit()
         await call.server.events.record(call, "HOST.DELETE", f"deleted host {host.name}", host)
@@ -698,8 +766,12 @@ async def prepare_host_for_maintenance(call, args) -> ObjectResult:
 async def cancel_host_maintenance(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         host = await _live(session, Host, args["id"], "host")
-        if host.resource_state not in ("Maintenance", "PrepareForMaintenance",
-                                       "ErrorInMaintenance", "ErrorInPrepareForMaintenance"):
+        if host.resource_state not in (
+            "Maintenance",
+            "PrepareForMaintenance",
+            "ErrorInMaintenance",
+            "ErrorInPrepareForMaintenance",
+        ):
             raise param_error(f"host {host.name} is not in maintenance ({host.resource_state})")
         host.resource_state = "Enabled"
         await session.commit()
@@ -724,8 +796,9 @@ async def list_hypervisors(call, args) -> ListResult:
 # --- physical networks ------------------------------------------------------------------
 
 
-def physical_network_fields(n: PhysicalNetwork, zone: Zone | None,
-                            domain: Domain | None = None) -> dict:
+def physical_network_fields(
+    n: PhysicalNetwork, zone: Zone | None, domain: Domain | None = None
+) -> dict:
     return {
         "id": n.uuid,
         "name": n.name,
@@ -765,8 +838,9 @@ async def _network_answer(session, n: PhysicalNetwork) -> dict:
     params=[
         Param("zoneid", "uuid", required=True),
         Param("name", required=True),
-        Param("isolationmethods", "list", choices=ISOLATION_METHODS,
-              description="e.g. VLAN or VXLAN"),
+        Param(
+            "isolationmethods", "list", choices=ISOLATION_METHODS, description="e.g. VLAN or VXLAN"
+        ),
         Param("vlan", description="guest VLAN/VNI ranges, e.g. 100-200,300-400"),
         Param("broadcastdomainrange", choices=("ZONE", "POD"), description="default ZONE"),
         Param("networkspeed", description="e.g. 1G, 10G"),
@@ -783,31 +857,48 @@ async def create_physical_network(call, args) -> ObjectResult:
     methods = [m.upper() for m in args["isolationmethods"] or []]
     bad = [m for m in methods if m not in ISOLATION_METHODS]
     if bad:
-        raise param_error(f"isolationmethods: {', '.join(bad)} is not one of "
-                          f"{', '.join(ISOLATION_METHODS)}")
+        raise param_error(
+            f"isolationmethods: {', '.join(bad)} is not one of {', '.join(ISOLATION_METHODS)}"
+        )
     vlan = _check_vlan_ranges(args["vlan"], methods) if args["vlan"] else None
     async with call.server.db.sessions() as session:
         zone = await _live(session, Zone, args["zoneid"], "zone")
-        domain = await _live(session, Domain, args["domainid"], "domain") if args["domainid"] \
-            else None
-        if await _count(session, PhysicalNetwork, PhysicalNetwork.zone_id == zone.id,
-                        PhysicalNetwork.name == args["name"]):
-            raise param_error(f"a physical network named {args['name']} exists already in "
-                              f"zone {zone.name}")
+        domain = (
+            await _live(session, Domain, args["domainid"], "domain") if args["domainid"] else None
+        )
+        if await _count(
+            session,
+            PhysicalNetwork,
+            PhysicalNetwork.zone_id == zone.id,
+            PhysicalNetwork.name == args["name"],
+        ):
+            raise param_error(
+                f"a physical network named {args['name']} exists already in zone {zone.name}"
+            )
         network = PhysicalNetwork(
-            name=args["name"], zone_id=zone.id, domain_id=domain.id if domain else None,
-            isolation_methods=",".join(methods) or None, vlan=vlan,
+            name=args["name"],
+            zone_id=zone.id,
+            domain_id=domain.id if domain else None,
+            isolation_methods=",".join(methods) or None,
+            vlan=vlan,
             broadcast_domain_range=args["broadcastdomainrange"] or "ZONE",
-            network_speed=args["networkspeed"], tags=_split_tags(args["tags"]),
+            network_speed=args["networkspeed"],
+            tags=_split_tags(args["tags"]),
             state="Disabled",
         )
         session.add(network)
         await session.flush()
         for name, services in PROVIDERS.items():
-            session.add(ServiceProvider(
-                physical_network_id=network.id, name=name, state="Disabled",
-                services=",".join(services), element_uuid=new_uuid(), element_enabled=False,
-            ))
+            session.add(
+                ServiceProvider(
+                    physical_network_id=network.id,
+                    name=name,
+                    state="Disabled",
+                    services=",".join(services),
+                    element_uuid=new_uuid(),
+                    element_enabled=False,
+                )
+            )
         await session.commit()
         await call.server.events.record(
             call, "PHYSICAL.NETWORK.CREATE", f"created physical network {network.name}", network
@@ -836,16 +927,16 @@ async def list_physical_networks(call, args) -> ListResult:
         if args["name"]:
             query = query.where(PhysicalNetwork.name == args["name"])
         if args["zoneid"]:
-            query = query.where(
-                PhysicalNetwork.zone_id.in_(select(Zone.id).where(Zone.uuid == args["zoneid"]))
-            )
+            query = query.where(of_uuid(PhysicalNetwork.zone_id, Zone, args["zoneid"]))
         if args["keyword"]:
             query = query.where(PhysicalNetwork.name.contains(args["keyword"], autoescape=True))
         networks, total = await paged(session, query, args)
         zones = await _by_id(session, Zone, (n.zone_id for n in networks))
         domains = await _by_id(session, Domain, (n.domain_id for n in networks))
-        items = [physical_network_fields(n, zones.get(n.zone_id), domains.get(n.domain_id))
-                 for n in networks]
+        items = [
+            physical_network_fields(n, zones.get(n.zone_id), domains.get(n.domain_id))
+            for n in networks
+        ]
         return ListResult("physicalnetwork", items, total)
 
 
@@ -901,8 +992,11 @@ async def delete_physical_network(call, args) -> PlainResult:
         network = await _live(session, PhysicalNetwork, args["id"], "physical network")
         ranges = await _count(session, VlanIpRange, VlanIpRange.physical_network_id == network.id)
         if ranges:
-            raise ApiError(536, f"physical network {network.name} still has {ranges} public IP "
-                                "range(s); delete them first")
+            raise ApiError(
+                536,
+                f"physical network {network.name} still has {ranges} public IP "
+                "range(s); delete them first",
+            )
         now = utcnow()
         for model in (TrafficType, ServiceProvider):
             await session.execute(
@@ -953,21 +1047,32 @@ def traffic_type_fields(t: TrafficType, network: PhysicalNetwork | None) -> dict
 )
 async def add_traffic_type(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
-        network = await _live(session, PhysicalNetwork, args["physicalnetworkid"],
-                              "physical network")
-        if await _count(session, TrafficType, TrafficType.physical_network_id == network.id,
-                        TrafficType.traffic_type == args["traffictype"]):
-            raise param_error(f"physical network {network.name} carries {args['traffictype']} "
-                              "traffic already (traffictype)")
+        network = await _live(
+            session, PhysicalNetwork, args["physicalnetworkid"], "physical network"
+        )
+        if await _count(
+            session,
+            TrafficType,
+            TrafficType.physical_network_id == network.id,
+            TrafficType.traffic_type == args["traffictype"],
+        ):
+            raise param_error(
+                f"physical network {network.name} carries {args['traffictype']} "
+                "traffic already (traffictype)"
+            )
         traffic = TrafficType(
-            physical_network_id=network.id, traffic_type=args["traffictype"],
-            kvm_network_label=args["kvmnetworklabel"], vlan=args["vlan"],
+            physical_network_id=network.id,
+            traffic_type=args["traffictype"],
+            kvm_network_label=args["kvmnetworklabel"],
+            vlan=args["vlan"],
         )
         session.add(traffic)
         await session.commit()
         await call.server.events.record(
-            call, "TRAFFIC.TYPE.CREATE",
-            f"added {traffic.traffic_type} traffic to physical network {network.name}", traffic,
+            call,
+            "TRAFFIC.TYPE.CREATE",
+            f"added {traffic.traffic_type} traffic to physical network {network.name}",
+            traffic,
         )
         return ObjectResult("traffictype", traffic_type_fields(traffic, network))
 
@@ -982,11 +1087,14 @@ async def add_traffic_type(call, args) -> ObjectResult:
 )
 async def list_traffic_types(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        network = await _live(session, PhysicalNetwork, args["physicalnetworkid"],
-                              "physical network")
-        query = (select(TrafficType)
-                 .where(TrafficType.live(), TrafficType.physical_network_id == network.id)
-                 .order_by(TrafficType.id))
+        network = await _live(
+            session, PhysicalNetwork, args["physicalnetworkid"], "physical network"
+        )
+        query = (
+            select(TrafficType)
+            .where(TrafficType.live(), TrafficType.physical_network_id == network.id)
+            .order_by(TrafficType.id)
+        )
         rows, total = await paged(session, query, args)
         return ListResult("traffictype", [traffic_type_fields(t, network) for t in rows], total)
 
@@ -1007,8 +1115,11 @@ async def delete_traffic_type(call, args) -> PlainResult:
         if traffic.traffic_type == "Public" and await _count(
             session, VlanIpRange, VlanIpRange.physical_network_id == traffic.physical_network_id
         ):
-            raise ApiError(536, "the physical network still has public IP ranges; delete them "
-                                "before its Public traffic type")
+            raise ApiError(
+                536,
+                "the physical network still has public IP ranges; delete them "
+                "before its Public traffic type",
+            )
         traffic.remove()
         await session.commit()
         await call.server.events.record(
@@ -1059,8 +1170,9 @@ async def list_network_service_providers(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
         query = select(ServiceProvider).where(ServiceProvider.live()).order_by(ServiceProvider.id)
         if args["physicalnetworkid"]:
-            network = await _live(session, PhysicalNetwork, args["physicalnetworkid"],
-                                  "physical network")
+            network = await _live(
+                session, PhysicalNetwork, args["physicalnetworkid"], "physical network"
+            )
             query = query.where(ServiceProvider.physical_network_id == network.id)
         if args["name"]:
             query = query.where(func.lower(ServiceProvider.name) == args["name"].lower())
@@ -1091,16 +1203,17 @@ async def update_network_service_provider(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         provider = await _live(session, ServiceProvider, args["id"], "network service provider")
         if args["state"] == "Enabled" and not provider.element_enabled:
-            raise param_error(f"provider {provider.name} is not ready: enable its virtual router "
-                              "element first (configureVirtualRouterElement)")
+            raise param_error(
+                f"provider {provider.name} is not ready: enable its virtual router "
+                "element first (configureVirtualRouterElement)"
+            )
         if args["state"]:
             provider.state = args["state"]
         if args["servicelist"]:
             offered = PROVIDERS.get(provider.name, ())
             bad = [s for s in args["servicelist"] if s not in offered]
             if bad:
-                raise param_error(f"servicelist: {provider.name} does not offer "
-                                  f"{', '.join(bad)}")
+                raise param_error(f"servicelist: {provider.name} does not offer {', '.join(bad)}")
             provider.services = ",".join(args["servicelist"])
         await session.commit()
         network = await session.get(PhysicalNetwork, provider.physical_network_id)
@@ -1120,9 +1233,11 @@ async def update_network_service_provider(call, args) -> ObjectResult:
 )
 async def list_virtual_router_elements(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = (select(ServiceProvider)
-                 .where(ServiceProvider.live(), ServiceProvider.element_uuid.is_not(None))
-                 .order_by(ServiceProvider.id))
+        query = (
+            select(ServiceProvider)
+            .where(ServiceProvider.live(), ServiceProvider.element_uuid.is_not(None))
+            .order_by(ServiceProvider.id)
+        )
         if args["id"]:
             query = query.where(ServiceProvider.element_uuid == args["id"])
         if args["nspid"]:
@@ -1146,15 +1261,20 @@ async def list_virtual_router_elements(call, args) -> ListResult:
 )
 async def configure_virtual_router_element(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
-        provider = await session.scalar(select(ServiceProvider).where(
-            ServiceProvider.element_uuid == args["id"], ServiceProvider.live()))
+        provider = await session.scalar(
+            select(ServiceProvider).where(
+                ServiceProvider.element_uuid == args["id"], ServiceProvider.live()
+            )
+        )
         if provider is None:
             raise not_found("virtual router element", args["id"])
         provider.element_enabled = args["enabled"]
         await session.commit()
         await call.server.events.record(
-            call, "NETWORK.ELEMENT.CONFIGURE",
-            f"virtual router element of {provider.name} enabled={args['enabled']}", provider,
+            call,
+            "NETWORK.ELEMENT.CONFIGURE",
+            f"virtual router element of {provider.name} enabled={args['enabled']}",
+            provider,
         )
         return ObjectResult("virtualrouterelement", element_fields(provider))
 
@@ -1165,7 +1285,7 @@ async def configure_virtual_router_element(call, args) -> ObjectResult:
 def _vlan_tag(value: str | None) -> str:
     """``100``, ``vlan://100`` or ``untagged`` -> ``vlan://100`` / ``vlan://untagged``."""
     raw = (value or "untagged").strip()
-    tag = raw[len("vlan://"):] if raw.lower().startswith("vlan://") else raw
+    tag = raw[len("vlan://") :] if raw.lower().startswith("vlan://") else raw
     if tag.lower() == "untagged":
         return "vlan://untagged"
     if not tag.isdigit() or not 1 <= int(tag) <= 4094:
@@ -1173,8 +1293,9 @@ def _vlan_tag(value: str | None) -> str:
     return f"vlan://{int(tag)}"
 
 
-def vlan_fields(r: VlanIpRange, zone: Zone | None, network: PhysicalNetwork | None,
-                pod: Pod | None = None) -> dict:
+def vlan_fields(
+    r: VlanIpRange, zone: Zone | None, network: PhysicalNetwork | None, pod: Pod | None = None
+) -> dict:
     subnet = ipaddress.IPv4Network(f"{r.gateway}/{r.netmask}", strict=False)
     return {
         "id": r.uuid,
@@ -1198,24 +1319,32 @@ async def _public_network(session, zone: Zone, uuid: str | None) -> PhysicalNetw
     if uuid:
         network = await _live(session, PhysicalNetwork, uuid, "physical network")
         if network.zone_id != zone.id:
-            raise param_error(f"physical network {network.name} (physicalnetworkid) is not in "
-                              f"zone {zone.name}")
+            raise param_error(
+                f"physical network {network.name} (physicalnetworkid) is not in zone {zone.name}"
+            )
         return network
     network = await session.scalar(
         select(PhysicalNetwork)
         .join(TrafficType, TrafficType.physical_network_id == PhysicalNetwork.id)
-        .where(PhysicalNetwork.zone_id == zone.id, PhysicalNetwork.live(), TrafficType.live(),
-               TrafficType.traffic_type == "Public")
+        .where(
+            PhysicalNetwork.zone_id == zone.id,
+            PhysicalNetwork.live(),
+            TrafficType.live(),
+            TrafficType.traffic_type == "Public",
+        )
         .order_by(PhysicalNetwork.id)
     )
     if network is None:
-        raise param_error(f"zone {zone.name} has no physical network carrying Public traffic; "
-                          "add one or pass physicalnetworkid")
+        raise param_error(
+            f"zone {zone.name} has no physical network carrying Public traffic; "
+            "add one or pass physicalnetworkid"
+        )
     return network
 
 
-async def _insert_addresses(session, zone_id: int, range_id: int,
-                            first: ipaddress.IPv4Address, size: int) -> None:
+async def _insert_addresses(
+    session, zone_id: int, range_id: int, first: ipaddress.IPv4Address, size: int
+) -> None:
     """One public_ips row per address, in bulk: PostgreSQL makes the rows itself
     (generate_series; a /16 in well under a second), SQLite takes one executemany."""
     now = utcnow()
@@ -1226,14 +1355,19 @@ async def _insert_addresses(session, zone_id: int, range_id: int,
                 "SELECT gen_random_uuid()::text, :now, host(CAST(:first AS inet) + n), :zone, "
                 ":range, 'Free' FROM generate_series(0, CAST(:last AS bigint)) AS n"
             ).bindparams(bindparam("now", type_=UTCDateTime())),
-            {"now": now, "first": str(first), "zone": zone_id, "range": range_id,
-             "last": size - 1},
+            {"now": now, "first": str(first), "zone": zone_id, "range": range_id, "last": size - 1},
         )
         return
     start = int(first)
     rows = [
-        {"uuid": new_uuid(), "created": now, "address": str(ipaddress.IPv4Address(n)),
-         "zone_id": zone_id, "vlan_range_id": range_id, "state": "Free"}
+        {
+            "uuid": new_uuid(),
+            "created": now,
+            "address": str(ipaddress.IPv4Address(n)),
+            "zone_id": zone_id,
+            "vlan_range_id": range_id,
+            "state": "Free",
+        }
         for n in range(start, start + size)
     ]
     await session.execute(insert(PublicIp.__table__), rows)
@@ -1250,8 +1384,11 @@ async def _insert_addresses(session, zone_id: int, range_id: int,
         Param("startip", required=True),
         Param("endip", description="last address (default startip)"),
         Param("forvirtualnetwork", "boolean", description="public (true, the default)"),
-        Param("physicalnetworkid", "uuid",
-              description="default: the zone's physical network carrying Public traffic"),
+        Param(
+            "physicalnetworkid",
+            "uuid",
+            description="default: the zone's physical network carrying Public traffic",
+        ),
         Param("podid", "uuid", description="accepted; ranges are zone-wide"),
         Param("forsystemvms", "boolean", description="accepted for compatibility"),
     ],
@@ -1267,8 +1404,10 @@ async def create_vlan_ip_range(call, args) -> ObjectResult:
     assert first is not None and last is not None
     size = int(last) - int(first) + 1
     if size > MAX_RANGE:
-        raise param_error(f"endip {last}: a range holds at most {MAX_RANGE} addresses (a /16); "
-                          f"{first}-{last} has {size}")
+        raise param_error(
+            f"endip {last}: a range holds at most {MAX_RANGE} addresses (a /16); "
+            f"{first}-{last} has {size}"
+        )
     gateway = ipaddress.IPv4Address(args["gateway"])
     if first <= gateway <= last:
         raise param_error(f"gateway {gateway} lies inside the range {first}-{last}")
@@ -1277,8 +1416,9 @@ async def create_vlan_ip_range(call, args) -> ObjectResult:
         if args["zoneid"]:
             zone = await _live(session, Zone, args["zoneid"], "zone")
         elif args["physicalnetworkid"]:
-            net = await _live(session, PhysicalNetwork, args["physicalnetworkid"],
-                              "physical network")
+            net = await _live(
+                session, PhysicalNetwork, args["physicalnetworkid"], "physical network"
+            )
             zone = await session.get_one(Zone, net.zone_id)
         else:
             raise param_error("missing parameter zoneid (or physicalnetworkid)")
@@ -1294,9 +1434,14 @@ async def create_vlan_ip_range(call, args) -> ObjectResult:
                     f"{other.start_ip}-{other.end_ip} (id {other.uuid}) in zone {zone.name}"
                 )
         ip_range = VlanIpRange(
-            zone_id=zone.id, physical_network_id=network.id, vlan=vlan,
-            gateway=args["gateway"], netmask=args["netmask"], start_ip=str(first),
-            end_ip=str(last), for_virtual_network=True,
+            zone_id=zone.id,
+            physical_network_id=network.id,
+            vlan=vlan,
+            gateway=args["gateway"],
+            netmask=args["netmask"],
+            start_ip=str(first),
+            end_ip=str(last),
+            for_virtual_network=True,
         )
         session.add(ip_range)
         await session.flush()
@@ -1305,8 +1450,10 @@ async def create_vlan_ip_range(call, args) -> ObjectResult:
             await session.commit()
         except IntegrityError:  # a range created at the same moment took some addresses
             await session.rollback()
-            raise param_error(f"startip-endip {first}-{last} overlaps a public IP range "
-                              f"created at the same time in zone {zone.name}") from None
+            raise param_error(
+                f"startip-endip {first}-{last} overlaps a public IP range "
+                f"created at the same time in zone {zone.name}"
+            ) from None
         await call.server.events.record(
             call, "VLAN.IP.RANGE.CREATE", f"created public IP range {first}-{last}", ip_range
         )
@@ -1336,17 +1483,13 @@ async def list_vlan_ip_ranges(call, args) -> ListResult:
         if args["id"]:
             query = query.where(VlanIpRange.uuid == args["id"])
         if args["zoneid"]:
-            query = query.where(
-                VlanIpRange.zone_id.in_(select(Zone.id).where(Zone.uuid == args["zoneid"]))
-            )
+            query = query.where(of_uuid(VlanIpRange.zone_id, Zone, args["zoneid"]))
         if args["podid"]:
-            query = query.where(
-                VlanIpRange.pod_id.in_(select(Pod.id).where(Pod.uuid == args["podid"]))
-            )
+            query = query.where(of_uuid(VlanIpRange.pod_id, Pod, args["podid"]))
         if args["physicalnetworkid"]:
-            query = query.where(VlanIpRange.physical_network_id.in_(
-                select(PhysicalNetwork.id).where(PhysicalNetwork.uuid == args["physicalnetworkid"])
-            ))
+            query = query.where(
+                of_uuid(VlanIpRange.physical_network_id, PhysicalNetwork, args["physicalnetworkid"])
+            )
         if args["vlan"]:
             query = query.where(VlanIpRange.vlan == _vlan_tag(args["vlan"]))
         if args["forvirtualnetwork"] is not None:
@@ -1359,8 +1502,12 @@ async def list_vlan_ip_ranges(call, args) -> ListResult:
         zones = await _by_id(session, Zone, (r.zone_id for r in ranges))
         networks = await _by_id(session, PhysicalNetwork, (r.physical_network_id for r in ranges))
         pods = await _by_id(session, Pod, (r.pod_id for r in ranges))
-        items = [vlan_fields(r, zones.get(r.zone_id), networks.get(r.physical_network_id),
-                             pods.get(r.pod_id)) for r in ranges]
+        items = [
+            vlan_fields(
+                r, zones.get(r.zone_id), networks.get(r.physical_network_id), pods.get(r.pod_id)
+            )
+            for r in ranges
+        ]
         return ListResult("vlaniprange", items, total)
 
 
@@ -1378,21 +1525,24 @@ async def delete_vlan_ip_range(call, args) -> PlainResult:
         # Free addresses go first, in one statement; an allocated one keeps the range.
         await session.execute(
             update(PublicIp)
-            .where(PublicIp.vlan_range_id == ip_range.id, PublicIp.live(),
-                   PublicIp.state == "Free")
+            .where(PublicIp.vlan_range_id == ip_range.id, PublicIp.live(), PublicIp.state == "Free")
             .values(removed=now)
         )
         allocated = await _count(session, PublicIp, PublicIp.vlan_range_id == ip_range.id)
         if allocated:
-            text = (f"{allocated} address(es) of the range {ip_range.start_ip}-"
-                    f"{ip_range.end_ip} are allocated; release them first")
+            text = (
+                f"{allocated} address(es) of the range {ip_range.start_ip}-"
+                f"{ip_range.end_ip} are allocated; release them first"
+            )
             await session.rollback()
             raise ApiError(536, text)
         ip_range.removed = now
         await session.commit()
         await call.server.events.record(
-            call, "VLAN.IP.RANGE.DELETE",
-            f"deleted public IP range {ip_range.start_ip}-{ip_range.end_ip}", ip_range,
+            call,
+            "VLAN.IP.RANGE.DELETE",
+            f"deleted public IP range {ip_range.start_ip}-{ip_range.end_ip}",
+            ip_range,
         )
     return PlainResult({"success": True})
 
@@ -1400,8 +1550,12 @@ async def delete_vlan_ip_range(call, args) -> PlainResult:
 async def zone_contents(session, zone_id: int) -> list[str]:
     """What keeps a zone from being deleted: ``["2 pod(s)", ...]``."""
     found = []
-    for model, what in ((Pod, "pod"), (PhysicalNetwork, "physical network"),
-                        (VlanIpRange, "public IP range"), (Network, "guest network")):
+    for model, what in (
+        (Pod, "pod"),
+        (PhysicalNetwork, "physical network"),
+        (VlanIpRange, "public IP range"),
+        (Network, "guest network"),
+    ):
         n = await _count(session, model, model.zone_id == zone_id)
         if n:
             found.append(f"{n} {what}(s)")

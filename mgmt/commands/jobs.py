@@ -52,16 +52,29 @@ async def query_async_job_result(call, args) -> PlainResult:
 
 
 #: The columns a job listing shows, read as plain rows.
-LISTED = (AsyncJob.uuid, AsyncJob.cmd, AsyncJob.status, AsyncJob.proc_status,
-          AsyncJob.result_code, AsyncJob.instance_type, AsyncJob.instance_uuid,
-          AsyncJob.created, AsyncJob.completed, AsyncJob.result_type, AsyncJob.result)
+LISTED = (
+    AsyncJob.uuid,
+    AsyncJob.cmd,
+    AsyncJob.status,
+    AsyncJob.proc_status,
+    AsyncJob.result_code,
+    AsyncJob.instance_type,
+    AsyncJob.instance_uuid,
+    AsyncJob.created,
+    AsyncJob.completed,
+    AsyncJob.result_type,
+    AsyncJob.result,
+)
 
 
 def listed_fields(row) -> dict:
     """A listing row's fields, without None values (so the envelope need not drop them)."""
     fields = {
-        "jobid": row.uuid, "cmd": row.cmd, "jobstatus": row.status,
-        "jobprocstatus": row.proc_status, "jobresultcode": row.result_code,
+        "jobid": row.uuid,
+        "cmd": row.cmd,
+        "jobstatus": row.status,
+        "jobprocstatus": row.proc_status,
+        "jobresultcode": row.result_code,
         "created": date(row.created),
     }
     if row.instance_type:

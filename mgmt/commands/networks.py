@@ -18,7 +18,7 @@ from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
 from mgmt.commands.catalog import _service_fields
-from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.common import date, not_found, of_uuid, paged
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import NetworkOffering, NetworkOfferingService
 from mgmt.db.models.networks import Network
@@ -99,8 +99,9 @@ def _dns_server(name: str, value: str | None) -> str | None:
 
 async def _domain_for(session, call, uuid: str) -> Domain:
     """A domain the caller may act in (the same answer for a foreign and a missing id)."""
-    domain = await session.scalar(owned_by(
-        select(Domain).where(Domain.uuid == uuid, Domain.live()), Domain, call.caller))
+    domain = await session.scalar(
+        owned_by(select(Domain).where(Domain.uuid == uuid, Domain.live()), Domain, call.caller)
+    )
     if domain is None:
         raise not_found("domain", uuid)
     return domain
@@ -114,17 +115,24 @@ async def _owner(session, call, account: str | None, domainid: str | None) -> Ac
             raise param_error("account must be given with domainid")
         return await session.get(Account, call.caller.account_id)
     domain_id = domain.id if domain else call.caller.domain_id
-    owner = await session.scalar(owned_by(
-        select(Account).where(Account.name == account, Account.domain_id == domain_id,
-                              Account.live()), Account, call.caller))
+    owner = await session.scalar(
+        owned_by(
+            select(Account).where(
+                Account.name == account, Account.domain_id == domain_id, Account.live()
+            ),
+            Account,
+            call.caller,
+        )
+    )
     if owner is None:
         raise param_error(f"Unable to find account {account} in the domain")
     return owner
 
 
 async def _visible_network(session, call, uuid: str) -> Network:
-    network = await session.scalar(owned_by(
-        select(Network).where(Network.uuid == uuid, Network.live()), Network, call.caller))
+    network = await session.scalar(
+        owned_by(select(Network).where(Network.uuid == uuid, Network.live()), Network, call.caller)
+    )
     if network is None:
         raise not_found("network", uuid)
     return network
@@ -136,8 +144,9 @@ def _redundant(services) -> bool:
     )
 
 
-def network_fields(n: Network, zone: Zone, offering: NetworkOffering, services,
-                   account: Account, domain: Domain) -> dict:
+def network_fields(
+    n: Network, zone: Zone, offering: NetworkOffering, services, account: Account, domain: Domain
+) -> dict:
     return {
         "id": n.uuid,
         "name": n.name,
@@ -196,15 +205,25 @@ async def _answers(session, networks: list[Network]) -> list[dict]:
     domains = await by_id(Domain, (n.domain_id for n in networks))
     services: dict[int, list] = {i: [] for i in offerings}
     if offerings:
-        rows = await session.scalars(select(NetworkOfferingService).where(
-            NetworkOfferingService.offering_id.in_(list(offerings)),
-            NetworkOfferingService.live()).order_by(NetworkOfferingService.id))
+        rows = await session.scalars(
+            select(NetworkOfferingService)
+            .where(
+                NetworkOfferingService.offering_id.in_(list(offerings)),
+                NetworkOfferingService.live(),
+            )
+            .order_by(NetworkOfferingService.id)
+        )
         for row in rows.all():
             services[row.offering_id].append(row)
     return [
-        network_fields(n, zones[n.zone_id], offerings[n.network_offering_id],
-                       services[n.network_offering_id], accounts[n.account_id],
-                       domains[n.domain_id])
+        network_fields(
+            n,
+            zones[n.zone_id],
+            offerings[n.network_offering_id],
+            services[n.network_offering_id],
+            accounts[n.account_id],
+            domains[n.domain_id],
+        )
         for n in networks
     ]
 
@@ -218,8 +237,12 @@ async def _answers(session, networks: list[Network]) -> list[dict]:
     params=[
         Param("name", required=True, description="network name"),
         Param("displaytext", length=4096, description="description (default: the name)"),
-        Param("networkofferingid", "uuid", required=True,
-              description="an Enabled offering of guestiptype Isolated"),
+        Param(
+            "networkofferingid",
+            "uuid",
+            required=True,
+            description="an Enabled offering of guestiptype Isolated",
+        ),
         Param("zoneid", "uuid", required=True, description="the zone"),
         Param("gateway", description="IPv4 gateway (default: from the zone's guest CIDR)"),
         Param("netmask", description="IPv4 netmask, with gateway"),
@@ -246,31 +269,39 @@ async def create_network(call, args) -> ObjectResult:
     if args["vpcid"] or args["aclid"]:
         raise ApiError(431, "VPC tiers are not supported yet (vpcid, aclid)")
     if args["acltype"] == "Domain":
-        raise ApiError(431, "acltype Domain is for shared networks; isolated networks are "
-                            "Account networks")
+        raise ApiError(
+            431, "acltype Domain is for shared networks; isolated networks are Account networks"
+        )
     networkdomain = _dns_name(args["networkdomain"])
     dns1 = _dns_server("dns1", args["dns1"])
     dns2 = _dns_server("dns2", args["dns2"])
     async with call.server.db.sessions() as session:
-        zone = await session.scalar(
-            select(Zone).where(Zone.uuid == args["zoneid"], Zone.live()))
+        zone = await session.scalar(select(Zone).where(Zone.uuid == args["zoneid"], Zone.live()))
         if zone is None:
             raise not_found("zone", args["zoneid"])
         if zone.allocation_state != "Enabled" and not call.caller.is_root_admin:
             raise ApiError(531, f"zone {zone.name} is disabled")
-        offering = await session.scalar(select(NetworkOffering).where(
-            NetworkOffering.uuid == args["networkofferingid"], NetworkOffering.live()))
+        offering = await session.scalar(
+            select(NetworkOffering).where(
+                NetworkOffering.uuid == args["networkofferingid"], NetworkOffering.live()
+            )
+        )
         if offering is None:
             raise not_found("network offering", args["networkofferingid"])
         if offering.state != "Enabled":
             raise ApiError(431, f"network offering {offering.name} is not Enabled")
         if offering.guest_ip_type != "Isolated" or offering.for_vpc:
-            raise ApiError(431, f"network offering {offering.name} is not for isolated "
-                                "networks (guestiptype Isolated, not for VPC)")
+            raise ApiError(
+                431,
+                f"network offering {offering.name} is not for isolated "
+                "networks (guestiptype Isolated, not for VPC)",
+            )
         if args["vlan"] is not None:
             if not call.caller.is_root_admin or not offering.specify_vlan:
-                raise ApiError(431, "vlan can be given only by a root admin, with an offering "
-                                    "that has specifyvlan")
+                raise ApiError(
+                    431,
+                    "vlan can be given only by a root admin, with an offering that has specifyvlan",
+                )
             vlan = args["vlan"].removeprefix("vlan://")
             if not vlan.isdigit() or not 1 <= int(vlan) <= 4094:
                 raise param_error(f"vlan {args['vlan'][:60]!r} is not within 1-4094")
@@ -301,7 +332,8 @@ async def create_network(call, args) -> ObjectResult:
         await session.commit()
         [answer] = await _answers(session, [network])
         await call.server.events.record(
-            call, "NETWORK.CREATE", f"created network {network.name}", network)
+            call, "NETWORK.CREATE", f"created network {network.name}", network
+        )
         return ObjectResult("network", answer)
 
 
@@ -333,20 +365,29 @@ async def list_networks(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
         query = owned_by(select(Network).where(Network.live()), Network, call.caller)
         nothing = (
-            args["issystem"] or args["vpcid"] or args["forvpc"] or args["restartrequired"]
+            args["issystem"]
+            or args["vpcid"]
+            or args["forvpc"]
+            or args["restartrequired"]
             or args["acltype"] == "Domain"
             or (args["traffictype"] and args["traffictype"].lower() != "guest")
         )
-        domain = await _domain_for(session, call, args["domainid"]) if args["domainid"] \
-            else None
+        domain = await _domain_for(session, call, args["domainid"]) if args["domainid"] else None
         if args["account"]:
-            query = query.where(Network.account_id.in_(select(Account.id).where(
-                Account.name == args["account"],
-                Account.domain_id == (domain.id if domain else call.caller.domain_id))))
+            query = query.where(
+                Network.account_id.in_(
+                    select(Account.id).where(
+                        Account.name == args["account"],
+                        Account.domain_id == (domain.id if domain else call.caller.domain_id),
+                    )
+                )
+            )
         elif domain is not None:
             query = query.where(
                 Network.domain_id.in_(select(Domain.id).where(in_subtree(domain.path)))
-                if args["isrecursive"] else Network.domain_id == domain.id)
+                if args["isrecursive"]
+                else Network.domain_id == domain.id
+            )
         elif not args["listall"] and not args["id"]:
             query = query.where(Network.account_id == call.caller.account_id)
         if args["id"]:
@@ -354,19 +395,28 @@ async def list_networks(call, args) -> ListResult:
         if args["name"]:
             query = query.where(Network.name == args["name"])
         if args["zoneid"]:
-            query = query.where(Network.zone_id.in_(
-                select(Zone.id).where(Zone.uuid == args["zoneid"])))
+            query = query.where(of_uuid(Network.zone_id, Zone, args["zoneid"]))
         if args["networkofferingid"]:
-            query = query.where(Network.network_offering_id.in_(
-                select(NetworkOffering.id).where(
-                    NetworkOffering.uuid == args["networkofferingid"])))
+            query = query.where(
+                Network.network_offering_id.in_(
+                    select(NetworkOffering.id).where(
+                        NetworkOffering.uuid == args["networkofferingid"]
+                    )
+                )
+            )
         if args["type"]:
-            query = query.where(Network.network_offering_id.in_(
-                select(NetworkOffering.id).where(NetworkOffering.guest_ip_type == args["type"])))
+            query = query.where(
+                Network.network_offering_id.in_(
+                    select(NetworkOffering.id).where(NetworkOffering.guest_ip_type == args["type"])
+                )
+            )
         if args["keyword"]:
-            query = query.where(or_(
-                Network.name.contains(args["keyword"], autoescape=True),
-                Network.display_text.contains(args["keyword"], autoescape=True)))
+            query = query.where(
+                or_(
+                    Network.name.contains(args["keyword"], autoescape=True),
+                    Network.display_text.contains(args["keyword"], autoescape=True),
+                )
+            )
         if nothing:
             return ListResult("network", [])
         networks, total = await paged(session, query.order_by(Network.id), args)
@@ -415,8 +465,9 @@ async def update_network(call, args) -> ObjectResult:
         if args["networkofferingid"]:
             offering = await session.get(NetworkOffering, network.network_offering_id)
             if offering.uuid != args["networkofferingid"]:
-                raise ApiError(431, "changing a network's offering is not supported yet "
-                                    "(networkofferingid)")
+                raise ApiError(
+                    431, "changing a network's offering is not supported yet (networkofferingid)"
+                )
         if args["name"]:
             network.name = args["name"]
         if args["displaytext"]:
@@ -429,7 +480,8 @@ async def update_network(call, args) -> ObjectResult:
         await session.commit()
         [answer] = await _answers(session, [network])
         await call.server.events.record(
-            call, "NETWORK.UPDATE", f"updated network {network.name}", network)
+            call, "NETWORK.UPDATE", f"updated network {network.name}", network
+        )
         return ObjectResult("network", answer)
 
 
@@ -452,7 +504,8 @@ async def delete_network(call, args) -> PlainResult:
         network.remove()
         await session.commit()
         await call.server.events.record(
-            call, "NETWORK.DELETE", f"deleted network {network.name}", network)
+            call, "NETWORK.DELETE", f"deleted network {network.name}", network
+        )
     return PlainResult({"success": True})
 
 
@@ -475,5 +528,6 @@ async def restart_network(call, args) -> PlainResult:
     async with call.server.db.sessions() as session:
         network = await _visible_network(session, call, args["id"])
         await call.server.events.record(
-            call, "NETWORK.RESTART", f"restarted network {network.name}", network)
+            call, "NETWORK.RESTART", f"restarted network {network.name}", network
+        )
     return PlainResult({"success": True})

@@ -55,8 +55,10 @@ taggable("Zone", Zone, owned=False, root_only=True)
 def _kind(resource_type: str) -> Taggable:
     kind = TAGGABLE.get(resource_type.lower())
     if kind is None:
-        raise param_error(f"invalid value for resourcetype: {resource_type!r} cannot be tagged "
-                          f"(taggable: {', '.join(k.name for k in TAGGABLE.values())})")
+        raise param_error(
+            f"invalid value for resourcetype: {resource_type!r} cannot be tagged "
+            f"(taggable: {', '.join(k.name for k in TAGGABLE.values())})"
+        )
     return kind
 
 
@@ -93,8 +95,9 @@ def _pairs(tags: list[dict] | None, *, need_value: bool) -> list[tuple[str, str 
     return pairs
 
 
-def tag_fields(tag: ResourceTag, kind_name: str, account: Account | None,
-               domain: Domain | None) -> dict:
+def tag_fields(
+    tag: ResourceTag, kind_name: str, account: Account | None, domain: Domain | None
+) -> dict:
     return {
         "key": tag.key,
         "value": tag.value,
@@ -107,10 +110,12 @@ def tag_fields(tag: ResourceTag, kind_name: str, account: Account | None,
 
 
 def _tag_query():
-    return (select(ResourceTag, Account, Domain)
-            .outerjoin(Account, Account.id == ResourceTag.account_id)
-            .outerjoin(Domain, Domain.id == ResourceTag.domain_id)
-            .where(ResourceTag.live()))
+    return (
+        select(ResourceTag, Account, Domain)
+        .outerjoin(Account, Account.id == ResourceTag.account_id)
+        .outerjoin(Domain, Domain.id == ResourceTag.domain_id)
+        .where(ResourceTag.live())
+    )
 
 
 async def tags_for(session, resource_type: str, ids: Iterable[int]) -> dict[int, list[dict]]:
@@ -119,9 +124,13 @@ async def tags_for(session, resource_type: str, ids: Iterable[int]) -> dict[int,
     if not ids:
         return {}
     kind = TAGGABLE[resource_type.lower()]
-    rows = (await session.execute(_tag_query().where(
-        ResourceTag.resource_type == kind.name, ResourceTag.resource_id.in_(ids)
-    ).order_by(ResourceTag.id))).all()
+    rows = (
+        await session.execute(
+            _tag_query()
+            .where(ResourceTag.resource_type == kind.name, ResourceTag.resource_id.in_(ids))
+            .order_by(ResourceTag.id)
+        )
+    ).all()
     found: dict[int, list[dict]] = {}
     for tag, account, domain in rows:
         found.setdefault(tag.resource_id, []).append(tag_fields(tag, kind.name, account, domain))
@@ -157,10 +166,15 @@ async def create_tags(call, args) -> PlainResult:
         resources = await _resources(session, call, kind, args["resourceids"])
         existing = {
             (t.resource_id, t.key): t
-            for t in (await session.scalars(select(ResourceTag).where(
-                ResourceTag.resource_type == kind.name,
-                ResourceTag.resource_id.in_([r.id for r in resources]),
-                ResourceTag.live()))).all()
+            for t in (
+                await session.scalars(
+                    select(ResourceTag).where(
+                        ResourceTag.resource_type == kind.name,
+                        ResourceTag.resource_id.in_([r.id for r in resources]),
+                        ResourceTag.live(),
+                    )
+                )
+            ).all()
         }
         for resource in resources:
             for key, value in pairs:
@@ -168,10 +182,15 @@ async def create_tags(call, args) -> PlainResult:
                 if old is not None:
                     if old.value == value:
                         continue  # the same tag again (a resumed job): nothing to do
-                    raise param_error(f"{kind.name} {resource.uuid} has a tag {key} already "
-                                      f"(value {old.value!r}); delete it first")
+                    raise param_error(
+                        f"{kind.name} {resource.uuid} has a tag {key} already "
+                        f"(value {old.value!r}); delete it first"
+                    )
                 tag = ResourceTag(
-                    key=key, value=value, resource_type=kind.name, resource_id=resource.id,
+                    key=key,
+                    value=value,
+                    resource_type=kind.name,
+                    resource_id=resource.id,
                     resource_uuid=resource.uuid,
                     account_id=resource.account_id if kind.owned else None,
                     domain_id=resource.domain_id if kind.owned else None,
@@ -180,8 +199,10 @@ async def create_tags(call, args) -> PlainResult:
                 existing[(resource.id, key)] = tag
         await session.commit()
     await call.server.events.record(
-        call, "CREATE_TAGS", f"tagged {len(resources)} {kind.name}(s) with "
-        f"{', '.join(k for k, _ in pairs)}")
+        call,
+        "CREATE_TAGS",
+        f"tagged {len(resources)} {kind.name}(s) with {', '.join(k for k, _ in pairs)}",
+    )
     return PlainResult({"success": True})
 
 
@@ -213,18 +234,27 @@ async def delete_tags(call, args) -> PlainResult:
         resources = await _resources(session, call, kind, args["resourceids"])
         query = select(ResourceTag).where(
             ResourceTag.resource_type == kind.name,
-            ResourceTag.resource_id.in_([r.id for r in resources]), ResourceTag.live())
+            ResourceTag.resource_id.in_([r.id for r in resources]),
+            ResourceTag.live(),
+        )
         if pairs:
-            query = query.where(or_(*(
-                and_(ResourceTag.key == key,
-                     ResourceTag.value == value if value else true())
-                for key, value in pairs)))
+            query = query.where(
+                or_(
+                    *(
+                        and_(
+                            ResourceTag.key == key, ResourceTag.value == value if value else true()
+                        )
+                        for key, value in pairs
+                    )
+                )
+            )
         now = utcnow()
         for tag in (await session.scalars(query)).all():
             tag.removed = now
         await session.commit()
     await call.server.events.record(
-        call, "DELETE_TAGS", f"removed tags from {len(resources)} {kind.name}(s)")
+        call, "DELETE_TAGS", f"removed tags from {len(resources)} {kind.name}(s)"
+    )
     return PlainResult({"success": True})
 
 
@@ -249,12 +279,19 @@ async def delete_tags(call, args) -> PlainResult:
 )
 async def list_tags(call, args) -> ListResult:
     kinds = [_kind(args["resourcetype"])] if args["resourcetype"] else list(TAGGABLE.values())
-    visible = owned_by(select(ResourceTag.id), ResourceTag, call.caller,
-                       with_projects=True).whereclause
+    visible = owned_by(
+        select(ResourceTag.id), ResourceTag, call.caller, with_projects=True
+    ).whereclause
     # Only the tags of live objects (a deleted object's tags go with it).
-    alive = or_(*(and_(ResourceTag.resource_type == k.name,
-                       ResourceTag.resource_id.in_(_live(k).with_only_columns(k.model.id)))
-                  for k in kinds))
+    alive = or_(
+        *(
+            and_(
+                ResourceTag.resource_type == k.name,
+                ResourceTag.resource_id.in_(_live(k).with_only_columns(k.model.id)),
+            )
+            for k in kinds
+        )
+    )
     query = _tag_query().where(alive)
     if visible is not None:
         query = query.where(or_(ResourceTag.account_id.is_(None), visible))
@@ -265,8 +302,12 @@ async def list_tags(call, args) -> ListResult:
     if args["value"]:
         query = query.where(ResourceTag.value == args["value"])
     if args["keyword"]:
-        query = query.where(or_(ResourceTag.key.contains(args["keyword"], autoescape=True),
-                                ResourceTag.value.contains(args["keyword"], autoescape=True)))
+        query = query.where(
+            or_(
+                ResourceTag.key.contains(args["keyword"], autoescape=True),
+                ResourceTag.value.contains(args["keyword"], autoescape=True),
+            )
+        )
     async with call.server.db.sessions() as session:
         rows, total = await paged(session, query.order_by(ResourceTag.id), args, rows=True)
         return ListResult("tag", [tag_fields(t, t.resource_type, a, d) for t, a, d in rows], total)

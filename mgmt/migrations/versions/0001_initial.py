@@ -16,42 +16,16 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from mgmt.migrations.conventions import TIMESTAMP
+from mgmt.migrations.conventions import common as _common
+from mgmt.migrations.conventions import fk as _fk
+from mgmt.migrations.conventions import indexes as _indexes
+from mgmt.migrations.conventions import live_unique as _live_unique
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-LIVE = sa.text("removed IS NULL")
-TIMESTAMP = sa.DateTime(timezone=True)
-
-
-def _common(table: str) -> list[sa.Column | sa.Constraint]:
-    """id, uuid, created, removed, as mgmt.db.models.Common declares them."""
-    return [
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("uuid", sa.String(36), nullable=False),
-        sa.Column("created", TIMESTAMP, nullable=False),
-        sa.Column("removed", TIMESTAMP, nullable=True),
-        sa.PrimaryKeyConstraint("id", name=f"pk_{table}"),
-        sa.UniqueConstraint("uuid", name=f"uq_{table}_uuid"),
-    ]
-
-
-def _fk(table: str, column: str, target: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(
-        [column], [f"{target}.id"], name=f"fk_{table}_{column}_{target}"
-    )
-
-
-def _indexes(table: str, *columns: str) -> None:
-    for column in ("created", "removed", *columns):
-        op.create_index(f"ix_{table}_{column}", table, [column])
-
-
-def _live_unique(name: str, table: str, *columns: str) -> None:
-    op.create_index(
-        name, table, list(columns), unique=True, sqlite_where=LIVE, postgresql_where=LIVE
-    )
 
 
 def upgrade() -> None:
@@ -133,9 +107,7 @@ def upgrade() -> None:
         _fk("project_accounts", "project_id", "projects"),
     )
     _indexes("project_accounts", "account_id", "project_id")
-    _live_unique(
-        "uq_project_accounts_live_member", "project_accounts", "project_id", "account_id"
-    )
+    _live_unique("uq_project_accounts_live_member", "project_accounts", "project_id", "account_id")
 
     op.create_table(
         "api_sessions",

@@ -14,42 +14,16 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from mgmt.migrations.conventions import TIMESTAMP
+from mgmt.migrations.conventions import common as _common
+from mgmt.migrations.conventions import fk as _fk
+from mgmt.migrations.conventions import indexes as _indexes
+from mgmt.migrations.conventions import live_unique as _live_unique
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-LIVE = sa.text("removed IS NULL")
-TIMESTAMP = sa.DateTime(timezone=True)
-
-
-def _common(table: str) -> list[sa.Column | sa.Constraint]:
-    """id, uuid, created, removed, as mgmt.db.models.Common declares them."""
-    return [
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("uuid", sa.String(36), nullable=False),
-        sa.Column("created", TIMESTAMP, nullable=False),
-        sa.Column("removed", TIMESTAMP, nullable=True),
-        sa.PrimaryKeyConstraint("id", name=f"pk_{table}"),
-        sa.UniqueConstraint("uuid", name=f"uq_{table}_uuid"),
-    ]
-
-
-def _fk(table: str, column: str, target: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(
-        [column], [f"{target}.id"], name=f"fk_{table}_{column}_{target}"
-    )
-
-
-def _indexes(table: str, *columns: str) -> None:
-    for column in ("created", "removed", *columns):
-        op.create_index(f"ix_{table}_{column}", table, [column])
-
-
-def _live_unique(name: str, table: str, *columns: str) -> None:
-    op.create_index(
-        name, table, list(columns), unique=True, sqlite_where=LIVE, postgresql_where=LIVE
-    )
 
 
 def upgrade() -> None:
@@ -126,9 +100,7 @@ def upgrade() -> None:
         _fk("physical_networks", "zone_id", "zones"),
     )
     _indexes("physical_networks", "domain_id", "zone_id")
-    _live_unique(
-        "uq_physical_networks_live_zone_name", "physical_networks", "zone_id", "name"
-    )
+    _live_unique("uq_physical_networks_live_zone_name", "physical_networks", "zone_id", "name")
 
     op.create_table(
         "traffic_types",
@@ -141,8 +113,10 @@ def upgrade() -> None:
     )
     _indexes("traffic_types", "physical_network_id")
     _live_unique(
-        "uq_traffic_types_live_network_type", "traffic_types",
-        "physical_network_id", "traffic_type",
+        "uq_traffic_types_live_network_type",
+        "traffic_types",
+        "physical_network_id",
+        "traffic_type",
     )
 
     op.create_table(
@@ -155,14 +129,14 @@ def upgrade() -> None:
         sa.Column("element_enabled", sa.Boolean(), nullable=False),
         *_common("service_providers"),
         _fk("service_providers", "physical_network_id", "physical_networks"),
-        sa.UniqueConstraint(
-            "element_uuid", name="uq_service_providers_element_uuid"
-        ),
+        sa.UniqueConstraint("element_uuid", name="uq_service_providers_element_uuid"),
     )
     _indexes("service_providers", "physical_network_id")
     _live_unique(
-        "uq_service_providers_live_network_name", "service_providers",
-        "physical_network_id", "name",
+        "uq_service_providers_live_network_name",
+        "service_providers",
+        "physical_network_id",
+        "name",
     )
 
     op.create_table(

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from mgmt.migrations.conventions import TIMESTAMP
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TIMESTAMP = sa.DateTime(timezone=True)
 TABLE = "networks"
 FOREIGN = {
     "zone_id": "zones",
