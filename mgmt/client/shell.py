@@ -132,13 +132,14 @@ class Shell:
 
         def complete(text: str, state: int):
             line = readline.get_line_buffer().split()
+            # Verbs and nouns end with a space (not every readline build appends one).
             if len(line) <= 1 and not readline.get_line_buffer().endswith(" "):
-                options = sorted({v for v, _ in self.by_words if v.startswith(text)})
+                options = sorted({f"{v} " for v, _ in self.by_words if v.startswith(text)})
             elif len(line) == 1 or (
                 len(line) == 2 and not readline.get_line_buffer().endswith(" ")
             ):
                 options = sorted(
-                    n for v, n in self.by_words if v == line[0] and n.startswith(text)
+                    f"{n} " for v, n in self.by_words if v == line[0] and n.startswith(text)
                 )
             else:
                 api = self.by_words.get((line[0], line[1]), {})
