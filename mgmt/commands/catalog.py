@@ -18,7 +18,7 @@ from sqlalchemy import and_, false, func, or_, select, true
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import MAX_PAGE_SIZE, date, not_found, paged
+from mgmt.commands.common import MAX_PAGE_SIZE, apply_given, date, not_found, paged
 from mgmt.commands.projects import visible_project
 from mgmt.commands.tags import tags_for
 from mgmt.db.models import Account, Domain, Zone
@@ -239,15 +239,17 @@ async def list_service_offerings(call, args) -> ListResult:
 async def update_service_offering(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         offering = await _offering(session, ServiceOffering, args["id"], "service offering")
-        for param, attr in (
-            ("name", "name"),
-            ("displaytext", "display_text"),
-            ("sortkey", "sort_key"),
-            ("hosttags", "host_tags"),
-            ("storagetags", "storage_tags"),
-        ):
-            if args[param] is not None:
-                setattr(offering, attr, args[param])
+        apply_given(
+            offering,
+            args,
+            (
+                ("name", "name"),
+                ("displaytext", "display_text"),
+                ("sortkey", "sort_key"),
+                ("hosttags", "host_tags"),
+                ("storagetags", "storage_tags"),
+            ),
+        )
         await session.commit()
         domain = await session.get(Domain, offering.domain_id) if offering.domain_id else None
         await call.server.events.record(
@@ -399,14 +401,16 @@ async def list_disk_offerings(call, args) -> ListResult:
 async def update_disk_offering(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         offering = await _offering(session, DiskOffering, args["id"], "disk offering")
-        for param, attr in (
-            ("name", "name"),
-            ("displaytext", "display_text"),
-            ("sortkey", "sort_key"),
-            ("tags", "tags"),
-        ):
-            if args[param] is not None:
-                setattr(offering, attr, args[param])
+        apply_given(
+            offering,
+            args,
+            (
+                ("name", "name"),
+                ("displaytext", "display_text"),
+                ("sortkey", "sort_key"),
+                ("tags", "tags"),
+            ),
+        )
         await session.commit()
         domain = await session.get(Domain, offering.domain_id) if offering.domain_id else None
         await call.server.events.record(
@@ -762,15 +766,17 @@ async def update_network_offering(call, args) -> ObjectResult:
                 raise param_error(f"Unable to find network offering with name {args['name']}")
         else:
             raise param_error("missing parameter id (or name)")
-        for param, attr in (
-            ("displaytext", "display_text"),
-            ("state", "state"),
-            ("availability", "availability"),
-            ("sortkey", "sort_key"),
-            ("tags", "tags"),
-        ):
-            if args[param] is not None:
-                setattr(offering, attr, args[param])
+        apply_given(
+            offering,
+            args,
+            (
+                ("displaytext", "display_text"),
+                ("state", "state"),
+                ("availability", "availability"),
+                ("sortkey", "sort_key"),
+                ("tags", "tags"),
+            ),
+        )
         await session.commit()
         services = await _services_of(session, NetworkOfferingService, [offering.id])
         await call.server.events.record(
@@ -930,13 +936,15 @@ async def update_vpc_offering(call, args) -> ObjectResult:
         if args["name"] is not None and args["name"] != offering.name:
             await _unique_name(session, VpcOffering, args["name"], "VPC offering")
             offering.name = args["name"]
-        for param, attr in (
-            ("displaytext", "display_text"),
-            ("state", "state"),
-            ("sortkey", "sort_key"),
-        ):
-            if args[param] is not None:
-                setattr(offering, attr, args[param])
+        apply_given(
+            offering,
+            args,
+            (
+                ("displaytext", "display_text"),
+                ("state", "state"),
+                ("sortkey", "sort_key"),
+            ),
+        )
         await session.commit()
         services = await _services_of(session, VpcOfferingService, [offering.id])
         await call.server.events.record(

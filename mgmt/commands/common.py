@@ -58,6 +58,13 @@ def of_uuid(column, model, uuid: str):
     return column.in_(select(model.id).where(model.uuid == uuid))
 
 
+def apply_given(obj, args: dict[str, Any], fields) -> None:
+    """Set each attribute whose parameter was given: ``fields`` pairs (param, attr)."""
+    for param, attr in fields.items() if isinstance(fields, dict) else fields:
+        if args[param] is not None:
+            setattr(obj, attr, args[param])
+
+
 def not_found(what: str, uuid: str) -> Exception:
     """The same answer for a missing id and one the caller may not see."""
     return param_error(f"Unable to find {what} with id {uuid}")

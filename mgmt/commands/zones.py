@@ -7,7 +7,7 @@ from sqlalchemy import or_, select
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.common import apply_given, date, not_found, paged
 from mgmt.commands.infra import zone_contents
 from mgmt.commands.tags import tags_for
 from mgmt.db.models import Zone
@@ -157,9 +157,7 @@ async def update_zone(call, args) -> ObjectResult:
             "guestcidraddress": "guest_cidr",
             "description": "description",
         }
-        for param, attr in changes.items():
-            if args[param] is not None:
-                setattr(zone, attr, args[param])
+        apply_given(zone, args, changes)
         await session.commit()
         await call.server.events.record(call, "ZONE.EDIT", f"updated zone {zone.name}", zone)
         return ObjectResult("zone", zone_fields(zone))
