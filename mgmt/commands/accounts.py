@@ -312,18 +312,36 @@ async def list_accounts(call, args) -> ListResult:
         if args["keyword"]:
             query = query.where(Account.name.contains(args["keyword"], autoescape=True))
         accounts, total = await paged(session, query.order_by(Account.id), args)
-        items = []
-        for a in accounts:
-            d = await session.get(Domain, a.domain_id)
-            role = await session.get(Role, a.role_id)
-            users = list(
-                (
-                    await session.scalars(
-                        select(User).where(User.account_id == a.id, User.removed.is_(None))
-                    )
-                ).all()
+        # One query per kind for the whole page, not three per account.
+        domains = {
+            d.id: d
+            for d in (
+                await session.scalars(
+                    select(Domain).where(Domain.id.in_({a.domain_id for a in accounts}))
+                )
+            ).all()
+        }
+        roles = {
+            r.id: r
+            for r in (
+                await session.scalars(
+                    select(Role).where(Role.id.in_({a.role_id for a in accounts}))
+                )
+            ).all()
+        }
+        users: dict[int, list[User]] = {a.id: [] for a in accounts}
+        for u in (
+            await session.scalars(
+                select(User)
+                .where(User.account_id.in_(users), User.removed.is_(None))
+                .order_by(User.id)
             )
-            items.append(account_fields(a, d, role, users))
+        ).all():
+            users[u.account_id].append(u)
+        items = [
+            account_fields(a, domains[a.domain_id], roles.get(a.role_id), users[a.id])
+            for a in accounts
+        ]
         return ListResult("account", items, total)
 
 
