@@ -46,11 +46,9 @@ class ObjectResult:
 @dataclass
 class ListResult:
     key: str
-    items: list[dict]
+    #: The objects, or a JSON array's text the database rendered (mgmt.db.jsonpage).
+    items: list[dict] | RawJson
     count: int | None = None  # total across pages; defaults to len(items)
-    #: The items hold no None values already (long listings build them so): skip the
-    #: walk that drops them.
-    clean: bool = False
 
 
 @dataclass
@@ -67,11 +65,12 @@ def body_of(result: Result) -> dict:
     if isinstance(result, ObjectResult):
         return {result.name: _clean(result.value)}
     if isinstance(result, ListResult):
-        if not result.items:
+        if not result.items or result.items == "[]":
             return {}
         count = len(result.items) if result.count is None else result.count
-        items = result.items if result.clean else [_clean(item) for item in result.items]
-        return {"count": count, result.key: items}
+        if isinstance(result.items, RawJson):
+            return {"count": count, result.key: result.items}
+        return {"count": count, result.key: [_clean(item) for item in result.items]}
     return _clean(result.fields)
 
 
@@ -86,8 +85,9 @@ def _clean(value: Any) -> Any:
 def render(command: str, body: dict, fmt: str) -> tuple[bytes, str]:
     key = f"{command.lower()}response"
     if fmt == "json":
-        return orjson.dumps({key: body}, default=_encode_default,
-                            option=orjson.OPT_PASSTHROUGH_SUBCLASS), JSON_TYPE
+        return orjson.dumps(
+            {key: body}, default=_encode_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS
+        ), JSON_TYPE
     return _xml(key, body), XML_TYPE
 
 
@@ -101,8 +101,7 @@ def error_body(command: str, error: ApiError) -> dict:
 
 
 def _xml(key: str, body: dict) -> bytes:
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<{key} cloud-stack-version="{VERSION}">']
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>', f'<{key} cloud-stack-version="{VERSION}">']
     _xml_fields(body, parts)
     parts.append(f"</{key}>")
     return "".join(parts).encode()
@@ -110,9 +109,9 @@ def _xml(key: str, body: dict) -> bytes:
 
 def _xml_fields(body: dict, parts: list[str]) -> None:
     for name, value in body.items():
+        if isinstance(value, RawJson):
+            value = orjson.loads(value.encode())
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, RawJson):
-                item = orjson.loads(item)
             if isinstance(item, dict):
                 parts.append(f"<{name}>")
                 _xml_fields(item, parts)

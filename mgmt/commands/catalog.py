@@ -18,7 +18,7 @@ from sqlalchemy import and_, false, func, or_, select, true
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import MAX_PAGE_SIZE, apply_given, date, not_found, paged
+from mgmt.commands.common import apply_given, date, not_found, paged
 from mgmt.commands.projects import visible_project
 from mgmt.commands.tags import tags_for
 from mgmt.db.models import Account, Domain, Zone
@@ -1024,7 +1024,7 @@ async def list_os_types(call, args) -> ListResult:
         if args["description"]:
             query = query.where(OsType.description == args["description"])
         query = _keyword(query, args, OsType.description)
-        rows, total = await _paged_rows(session, query.order_by(OsType.description), args)
+        rows, total = await paged(session, query.order_by(OsType.description), args, rows=True)
         return ListResult(
             "ostype",
             [
@@ -1041,18 +1041,6 @@ async def list_os_types(call, args) -> ListResult:
             ],
             total,
         )
-
-
-async def _paged_rows(session, query, args) -> tuple[list, int]:
-    """Like common.paged, for selects of several entities (rows, not scalars)."""
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    page, size = args.get("page"), args.get("pagesize")
-    if size is not None or page is not None:
-        size = min(size or 500, MAX_PAGE_SIZE)
-        if size <= 0 or (page is not None and page <= 0):
-            raise param_error("page and pagesize must be positive")
-        query = query.limit(size).offset(((page or 1) - 1) * size)
-    return list((await session.execute(query)).all()), int(total or 0)
 
 
 # ---------------------------------------------------------------- templates and ISOs
@@ -1326,8 +1314,11 @@ async def _list(call, args, kind: Kind) -> ListResult:
         if kind.iso and args["ispublic"] is not None:
             query = query.where(Template.is_public.is_(args["ispublic"]))
         query = _keyword(query, args, Template.name, Template.display_text)
-        rows, total = await _paged_rows(
-            session, query.order_by(Template.sort_key, Template.id, TemplateZone.id), args
+        rows, total = await paged(
+            session,
+            query.order_by(Template.sort_key, Template.id, TemplateZone.id),
+            args,
+            rows=True,
         )
         names = await _names_for(session, [t for t, _, _ in rows])
         tags = await tags_for(session, kind.tag_type, (t.id for t, _, _ in rows))

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mgmt.api.errors import param_error
+from mgmt.db.jsonpage import JsonShape, ListPage, json_page
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 MAX_PAGE_SIZE = 10_000
@@ -27,30 +28,46 @@ def date(value: datetime | None) -> str | None:
     )
 
 
+def page_window(args: dict[str, Any]) -> tuple[int, int] | None:
+    """(limit, offset) of the requested page; None when the caller did not page."""
+    page, size = args.get("page"), args.get("pagesize")
+    if size is None and page is None:
+        return None
+    size = min(size or 500, MAX_PAGE_SIZE)
+    if size <= 0 or (page is not None and page <= 0):
+        raise param_error("page and pagesize must be positive")
+    return size, ((page or 1) - 1) * size
+
+
 async def paged(
     session: AsyncSession, query, args: dict[str, Any], *, rows: bool = False
 ) -> tuple[list, int]:
     """(objects of the requested page, total count) of a select; with ``rows``, plain
-    rows of a column select (no ORM objects: long listings build their dicts faster).
+    rows (of a column select, or of several entities).
 
     Without paging the count is the number of rows: one query, not two."""
-    page, size = args.get("page"), args.get("pagesize")
 
     async def fetch(q) -> list:
         result = await session.execute(q)
         return list(result.all() if rows else result.scalars().all())
 
-    if size is None and page is None:
+    window = page_window(args)
+    if window is None:
         found = await fetch(query)
         return found, len(found)
-    size = min(size or 500, MAX_PAGE_SIZE)
-    if size <= 0 or (page is not None and page <= 0):
-        raise param_error("page and pagesize must be positive")
-    found = await fetch(query.limit(size).offset(((page or 1) - 1) * size))
-    if (page or 1) == 1 and len(found) < size:
+    size, offset = window
+    found = await fetch(query.limit(size).offset(offset))
+    if offset == 0 and len(found) < size:
         return found, len(found)  # the first page holds everything
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar()
     return found, int(total or 0)
+
+
+async def json_paged(
+    session: AsyncSession, query, shape: JsonShape, args: dict[str, Any], *, order_by
+) -> ListPage:
+    """A long listing's page rendered to JSON by the database (see mgmt.db.jsonpage)."""
+    return await json_page(session, query, shape, page_window(args), order_by=order_by)
 
 
 def of_uuid(column, model, uuid: str):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 
 from mgmt.api.envelope import ListResult, PlainResult, RawJson
 from mgmt.api.registry import PAGING, Param, command
-from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.common import date, json_paged, not_found
 from mgmt.db.jobs import job_result
+from mgmt.db.jsonpage import JsonField, JsonShape
 from mgmt.db.models import AsyncJob
 from mgmt.db.tenancy import owned_by
 
@@ -51,44 +52,22 @@ async def query_async_job_result(call, args) -> PlainResult:
         return PlainResult(job_fields(job))
 
 
-#: The columns a job listing shows, read as plain rows.
-LISTED = (
-    AsyncJob.uuid,
-    AsyncJob.cmd,
-    AsyncJob.status,
-    AsyncJob.proc_status,
-    AsyncJob.result_code,
-    AsyncJob.instance_type,
-    AsyncJob.instance_uuid,
-    AsyncJob.created,
-    AsyncJob.completed,
-    AsyncJob.result_type,
-    AsyncJob.result,
+#: A job listing's members, rendered by the database (a page is 500 of them).
+LISTED = JsonShape(
+    JsonField("jobid", AsyncJob.uuid),
+    JsonField("cmd", AsyncJob.cmd),
+    JsonField("jobstatus", AsyncJob.status, "int"),
+    JsonField("jobprocstatus", AsyncJob.proc_status, "int"),
+    JsonField("jobresultcode", AsyncJob.result_code, "int"),
+    JsonField("jobinstancetype", AsyncJob.instance_type),
+    JsonField("jobinstanceid", AsyncJob.instance_uuid),
+    JsonField("created", AsyncJob.created, "date"),
+    JsonField("completed", AsyncJob.completed, "date"),
+    JsonField(
+        "jobresulttype", case((AsyncJob.status != 0, func.coalesce(AsyncJob.result_type, "object")))
+    ),
+    JsonField("jobresult", case((AsyncJob.status != 0, AsyncJob.result)), "json"),
 )
-
-
-def listed_fields(row) -> dict:
-    """A listing row's fields, without None values (so the envelope need not drop them)."""
-    fields = {
-        "jobid": row.uuid,
-        "cmd": row.cmd,
-        "jobstatus": row.status,
-        "jobprocstatus": row.proc_status,
-        "jobresultcode": row.result_code,
-        "created": date(row.created),
-    }
-    if row.instance_type:
-        fields["jobinstancetype"] = row.instance_type
-    if row.instance_uuid:
-        fields["jobinstanceid"] = row.instance_uuid
-    if row.completed:
-        fields["completed"] = date(row.completed)
-    if row.status != 0:
-        fields["jobresulttype"] = row.result_type or "object"
-        if row.result:
-            # Stored as JSON already: embedded as it is, not decoded and encoded again.
-            fields["jobresult"] = RawJson(row.result)
-    return fields
 
 
 @command(
@@ -100,8 +79,8 @@ def listed_fields(row) -> dict:
 )
 async def list_async_jobs(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = owned_by(select(*LISTED), AsyncJob, call.caller).order_by(AsyncJob.id)
+        query = owned_by(select(AsyncJob.id), AsyncJob, call.caller)
         if args["startdate"]:
             query = query.where(AsyncJob.created >= args["startdate"])
-        jobs, total = await paged(session, query, args, rows=True)
-        return ListResult("asyncjobs", [listed_fields(j) for j in jobs], total, clean=True)
+        page = await json_paged(session, query, LISTED, args, order_by=[AsyncJob.id])
+        return ListResult("asyncjobs", RawJson(page.items), page.count)

@@ -5,7 +5,8 @@ CloudStack ``resourcetype``, its table and whether an account owns its rows.
 The tags of an account-owned object belong to the object's owner, so that
 listTags shows them to whoever may see the object; tags of objects no account
 owns (zones) are visible to every caller, and only a root admin changes them.
-Listings put an object's tags in its ``tags`` field through :func:`tags_for`.
+Listings put an object's tags in its ``tags`` field through :func:`tags_for`, or,
+when the database renders them, :func:`tags_member`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mgmt.api.envelope import ListResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, Param, command
 from mgmt.commands.common import not_found, paged
+from mgmt.db.jsonpage import JsonArray, JsonConst, JsonField, JsonShape, outer
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import Template
 from mgmt.db.models.misc import ResourceTag
@@ -116,6 +118,25 @@ def _tag_query():
         .outerjoin(Domain, Domain.id == ResourceTag.domain_id)
         .where(ResourceTag.live())
     )
+
+
+def tags_member(resource_type: str, object_id: ColumnElement[int]) -> JsonArray:
+    """The ``tags`` member of a listing the database renders (see mgmt.db.jsonpage):
+    the tags of the row whose id is ``object_id``, shaped as :func:`tag_fields`."""
+    kind = TAGGABLE[resource_type.lower()]
+    shape = JsonShape(
+        JsonField("key", ResourceTag.key),
+        JsonField("value", ResourceTag.value),
+        JsonConst("resourcetype", kind.name),
+        JsonField("resourceid", ResourceTag.resource_uuid),
+        JsonField("account", Account.name, optional=True),  # outer joins: no owner
+        JsonField("domain", Domain.name, optional=True),
+        JsonField("domainid", Domain.uuid, optional=True),
+    )
+    query = _tag_query().where(
+        ResourceTag.resource_type == kind.name, ResourceTag.resource_id == outer(object_id)
+    )
+    return JsonArray("tags", shape, query, (ResourceTag.id,))
 
 
 async def tags_for(session, resource_type: str, ids: Iterable[int]) -> dict[int, list[dict]]:

@@ -4,35 +4,40 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select
 
-from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
+from mgmt.api.envelope import ListResult, ObjectResult, PlainResult, RawJson
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import apply_given, date, not_found, paged
+from mgmt.commands.common import apply_given, json_paged, not_found
 from mgmt.commands.infra import zone_contents
-from mgmt.commands.tags import tags_for
+from mgmt.commands.tags import tags_member
+from mgmt.db.jsonpage import JsonConst, JsonField, JsonShape, json_one
 from mgmt.db.models import Zone
 from mgmt.db.types import utcnow
 
+#: A zone as every answer shows it (listZones, createZone, updateZone).
+ZONE = JsonShape(
+    JsonField("id", Zone.uuid),
+    JsonField("name", Zone.name),
+    JsonField("description", Zone.description),
+    JsonField("dns1", Zone.dns1),
+    JsonField("dns2", Zone.dns2),
+    JsonField("internaldns1", Zone.internal_dns1),
+    JsonField("internaldns2", Zone.internal_dns2),
+    JsonField("guestcidraddress", Zone.guest_cidr),
+    JsonField("networktype", Zone.network_type),
+    JsonField("allocationstate", Zone.allocation_state),
+    JsonConst("dhcpprovider", "VirtualRouter"),
+    JsonConst("localstorageenabled", False),
+    JsonConst("securitygroupsenabled", False),
+    JsonField("created", Zone.created, "date"),
+    tags_member("Zone", Zone.id),
+    JsonConst("hasannotations", False),
+)
 
-def zone_fields(z: Zone) -> dict:
-    return {
-        "id": z.uuid,
-        "name": z.name,
-        "description": z.description,
-        "dns1": z.dns1,
-        "dns2": z.dns2,
-        "internaldns1": z.internal_dns1,
-        "internaldns2": z.internal_dns2,
-        "guestcidraddress": z.guest_cidr,
-        "networktype": z.network_type,
-        "allocationstate": z.allocation_state,
-        "dhcpprovider": "VirtualRouter",
-        "localstorageenabled": False,
-        "securitygroupsenabled": False,
-        "created": date(z.created),
-        "tags": [],
-        "hasannotations": False,
-    }
+
+async def zone_answer(session, zone: Zone) -> ObjectResult:
+    text = await json_one(session, select(Zone.id).where(Zone.id == zone.id), ZONE)
+    return ObjectResult("zone", RawJson(text))
 
 
 ZONE_PARAMS = [
@@ -85,7 +90,7 @@ async def create_zone(call, args) -> ObjectResult:
         session.add(zone)
         await session.commit()
         await call.server.events.record(call, "ZONE.CREATE", f"created zone {zone.name}", zone)
-        return ObjectResult("zone", zone_fields(zone))
+        return await zone_answer(session, zone)
 
 
 @command(
@@ -104,7 +109,7 @@ async def create_zone(call, args) -> ObjectResult:
 )
 async def list_zones(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = select(Zone).where(Zone.removed.is_(None)).order_by(Zone.id)
+        query = select(Zone.id).where(Zone.removed.is_(None))
         if args["id"]:
             query = query.where(Zone.uuid == args["id"])
         if args["name"]:
@@ -120,11 +125,8 @@ async def list_zones(call, args) -> ListResult:
             )
         if call.role != "Admin" or args["available"]:
             query = query.where(Zone.allocation_state == "Enabled")
-        zones, total = await paged(session, query, args)
-        tags = await tags_for(session, "Zone", (z.id for z in zones))
-        return ListResult(
-            "zone", [zone_fields(z) | {"tags": tags.get(z.id, [])} for z in zones], total
-        )
+        page = await json_paged(session, query, ZONE, args, order_by=[Zone.id])
+        return ListResult("zone", RawJson(page.items), page.count)
 
 
 @command(
@@ -160,7 +162,7 @@ async def update_zone(call, args) -> ObjectResult:
         apply_given(zone, args, changes)
         await session.commit()
         await call.server.events.record(call, "ZONE.EDIT", f"updated zone {zone.name}", zone)
-        return ObjectResult("zone", zone_fields(zone))
+        return await zone_answer(session, zone)
 
 
 @command(

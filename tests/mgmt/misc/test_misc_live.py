@@ -208,6 +208,9 @@ async def test_tags_create_list_delete_with_tenancy(live):
                           tags=[{"key": "x", "value": "y"}]))["errorcode"] == 531
     [z] = (await call(bob, "listZones"))["zone"]
     assert z["tags"][0] | {"key": "region", "value": "eu", "resourcetype": "Zone"} == z["tags"][0]
+    # The listing's tags are listTags' objects; the zone is createZone's answer.
+    assert z["tags"] == (await call(bob, "listTags", resourcetype="Zone"))["tag"]
+    assert z | {"tags": []} == zone and zone["tags"] == []
     assert [t["key"] for t in (await call(bob, "listTags"))["tag"]] == ["region"]
     assert [t["key"] for t in (await call(alice, "listTags", resourcetype="Template"))["tag"]] \
         == ["env", "team"]
