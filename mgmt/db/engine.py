@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from mgmt.db import sqlite_driver  # noqa: F401  (registers sqlite+skiff)
 from mgmt.db.migrate import upgrade as upgrade_schema
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -23,8 +24,9 @@ _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+skiff",
+    "sqlite+aiosqlite": "sqlite+skiff",
+    "sqlite+skiff": "sqlite+skiff",
 }
 
 
@@ -34,7 +36,7 @@ def async_url(url: str) -> str:
     A bare path (no ``://``) is taken as a SQLite file.
     """
     if "://" not in url:
-        return f"sqlite+aiosqlite:///{Path(url).expanduser().resolve()}"
+        return f"sqlite+skiff:///{Path(url).expanduser().resolve()}"
     scheme, rest = url.split("://", 1)
     driver = _DRIVERS.get(scheme.lower())
     if driver is None:
@@ -48,7 +50,7 @@ def async_url(url: str) -> str:
 def database_url(home: Path, db: str | None) -> str:
     """The URL to open: ``db`` if given, else ``<home>/skiff.db`` (SQLite)."""
     if db is None:
-        return f"sqlite+aiosqlite:///{(home / 'skiff.db').expanduser().resolve()}"
+        return f"sqlite+skiff:///{(home / 'skiff.db').expanduser().resolve()}"
     return async_url(db)
 
 
@@ -85,7 +87,9 @@ def _make_engine(url: str) -> AsyncEngine:
     if dialect == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        # Sessions wait for a connection rather than open a thread each (see
+        # mgmt.db.sqlite_driver: reads go one at a time anyway).
+        engine = create_async_engine(url, pool_size=10, max_overflow=10)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if dialect == "postgresql":

@@ -1,4 +1,4 @@
-"""Alembic environment for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+"""Alembic environment for SQLite (aiosqlite, see mgmt.db.sqlite_driver) and PostgreSQL (asyncpg).
 
 The server passes an open connection in ``config.attributes["connection"]``
 (see mgmt.db.migrate). The alembic command line passes a URL instead, with
@@ -35,7 +35,7 @@ def _url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
     url = url or config.get_main_option("sqlalchemy.url")
     if not url:
-        raise SystemExit("give the database with -x url=sqlite+aiosqlite:///path/skiff.db")
+        raise SystemExit("give the database with -x url=sqlite:///path/skiff.db")
     from mgmt.db.engine import async_url
 
     return async_url(url)

@@ -78,7 +78,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
         cluster: PgCluster = request.getfixturevalue("pg_cluster")
         return await _migrated_pg_database(cluster)
-    url = f"sqlite+aiosqlite:///{tmp_path / 'skiff.db'}"
+    url = f"sqlite+skiff:///{tmp_path / 'skiff.db'}"
     migrated = await open_database(url)
     await migrated.close()
     return url

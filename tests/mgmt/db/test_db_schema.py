@@ -72,14 +72,14 @@ async def test_sqlite_opened_together_migrates_once(tmp_path: Path) -> None:
 
 def test_database_url() -> None:
     home = Path("/var/lib/skiff")
-    assert database_url(home, None) == "sqlite+aiosqlite:////var/lib/skiff/skiff.db"
+    assert database_url(home, None) == "sqlite+skiff:////var/lib/skiff/skiff.db"
     assert database_url(home, "postgresql://u:p@h:5433/db") == "postgresql+asyncpg://u:p@h:5433/db"
     assert database_url(home, "postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert database_url(home, "postgresql+asyncpg://u@/db?host=/s") == (
         "postgresql+asyncpg://u@/db?host=/s"
     )
-    assert database_url(home, "sqlite:////tmp/x.db") == "sqlite+aiosqlite:////tmp/x.db"
-    assert async_url("/tmp/y.db") == "sqlite+aiosqlite:////tmp/y.db"
+    assert database_url(home, "sqlite:////tmp/x.db") == "sqlite+skiff:////tmp/x.db"
+    assert async_url("/tmp/y.db") == "sqlite+skiff:////tmp/y.db"
     with pytest.raises(ValueError, match="mysql"):
         database_url(home, "mysql://u@h/db")
 
