@@ -45,6 +45,8 @@ class Param:
     #: For a uuid: the kind of object it names ("user", "domain", "job", ...). The
     #: tenancy test checks every such parameter with another account's object.
     resource: str | None = None
+    #: Values taken as they are besides the type's own (projectid=-1: every project).
+    also: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -101,6 +103,8 @@ class Command:
 
 
 def convert_value(p: Param, raw: str) -> Any:
+    if raw in p.also:
+        return raw
     if p.type == "list":
         items = [item.strip() for item in raw.split(",") if item.strip()]
         element = Param(p.name, p.items or "string", length=p.length)
@@ -202,5 +206,11 @@ SCOPE = (
     Param("domainid", "uuid", description="list resources of this domain", resource="domain"),
     Param("listall", "boolean", description="all resources the caller may see, not only its own"),
     Param("isrecursive", "boolean", description="include subdomains of domainid"),
-    Param("projectid", "uuid", description="list resources of this project"),
+    Param(
+        "projectid",
+        "uuid",
+        description="list resources of this project; -1: of every project the caller uses",
+        resource="project",
+        also=("-1",),
+    ),
 )

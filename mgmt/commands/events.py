@@ -1,8 +1,9 @@
 """Events and alerts: listEvents, deleteEvents, archiveEvents; listAlerts, deleteAlerts,
 archiveAlerts.
 
-Events follow tenancy: a user sees its account's, a domain admin (with listall,
-domainid or account) those of its subtree, a root admin all. Deleting or archiving
+Events follow tenancy and CloudStack's listing scope (mgmt.commands.scope): a user
+sees its account's, a domain admin (with listall, domainid or account) those of its
+subtree, a root admin all. Deleting or archiving
 hides events from listEvents (the row stays, marked removed). Alerts are the root
 admin's; mgmt.server.alerts raises them.
 """
@@ -15,11 +16,12 @@ from sqlalchemy import or_, select
 
 from mgmt.api.envelope import ListResult, PlainResult
 from mgmt.api.errors import param_error
-from mgmt.api.registry import PAGING, ROOT_ONLY, Param, command
+from mgmt.api.registry import PAGING, ROOT_ONLY, SCOPE, Param, command
 from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Event, User
 from mgmt.db.models.misc import Alert
-from mgmt.db.tenancy import domain_subtree_ids, owned_by
+from mgmt.db.tenancy import owned_by
 from mgmt.db.types import utcnow
 
 
@@ -38,49 +40,6 @@ def _range(query, column, args):
             end = end.replace(hour=23, minute=59, second=59, microsecond=999999)
         query = query.where(column <= end)
     return query
-
-
-async def _event_scope(session, call, args, query):
-    """CloudStack's account/domainid/listall rules over a select of events."""
-    caller = call.caller
-    query = owned_by(query, Event, caller)
-    if args.get("domainid"):
-        domain = await session.scalar(
-            owned_by(
-                select(Domain).where(Domain.uuid == args["domainid"], Domain.live()), Domain, caller
-            )
-        )
-        if domain is None:
-            raise not_found("domain", args["domainid"])
-        if args.get("account"):
-            account_id = await session.scalar(
-                select(Account.id).where(
-                    Account.domain_id == domain.id, Account.name == args["account"], Account.live()
-                )
-            )
-            if account_id is None:
-                raise param_error(
-                    f"Unable to find account {args['account']} in domain {args['domainid']}"
-                )
-            return query.where(Event.account_id == account_id)
-        ids = (
-            await domain_subtree_ids(session, domain.id) if args.get("isrecursive") else [domain.id]
-        )
-        return query.where(Event.domain_id.in_(ids))
-    if args.get("account"):
-        account_id = await session.scalar(
-            select(Account.id).where(
-                Account.domain_id == caller.domain_id,
-                Account.name == args["account"],
-                Account.live(),
-            )
-        )
-        if account_id is None:
-            raise param_error(f"Unable to find account {args['account']} in the caller's domain")
-        return query.where(Event.account_id == account_id)
-    if args.get("listall") and (caller.is_root_admin or caller.is_domain_admin):
-        return query
-    return query.where(Event.account_id == caller.account_id)
 
 
 def event_fields(
@@ -102,20 +61,12 @@ def event_fields(
     }
 
 
-EVENT_SCOPE = (
-    Param("account", description="events of this account (with domainid)"),
-    Param("domainid", "uuid", description="events of this domain", resource="domain"),
-    Param("isrecursive", "boolean", description="with domainid: its subdomains too"),
-    Param("listall", "boolean", description="admins: every event they may see"),
-)
-
-
 @command(
     "listEvents",
     description="Lists events",
     params=[
         *PAGING,
-        *EVENT_SCOPE,
+        *SCOPE,
         Param("id", "uuid", description="the event"),
         Param("type", description="e.g. ZONE.CREATE"),
         Param("level", choices=("INFO", "WARN", "ERROR"), description="INFO, WARN or ERROR"),
@@ -125,7 +76,6 @@ EVENT_SCOPE = (
         Param("duration", "integer", description="accepted for compatibility"),
         Param("resourceid", description="events about this object"),
         Param("resourcetype", description="events about objects of this type"),
-        Param("projectid", "uuid", description="accepted for compatibility"),
     ],
     list_key="event",
     since="1.0.0",
@@ -139,7 +89,7 @@ async def list_events(call, args) -> ListResult:
             .outerjoin(User, User.id == Event.user_id)
             .where(Event.live())
         )
-        query = await _event_scope(session, call, args, query)
+        query = await scoped(session, call.caller, args, query, Event)
         if args["id"]:
             query = query.where(Event.uuid == args["id"])
         if args["type"]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 
 from mgmt.api.envelope import ListResult, PlainResult, RawJson
-from mgmt.api.registry import PAGING, Param, command
+from mgmt.api.registry import PAGING, SCOPE, Param, command
 from mgmt.commands.common import date, json_paged, not_found
+from mgmt.commands.scope import scoped
 from mgmt.db.jobs import job_result
 from mgmt.db.jsonpage import JsonField, JsonShape
 from mgmt.db.models import AsyncJob
@@ -73,13 +74,13 @@ LISTED = JsonShape(
 @command(
     "listAsyncJobs",
     description="Lists the asynchronous jobs of the caller's account (admins: their domains)",
-    params=[*PAGING, Param("startdate", "date", description="jobs created since")],
+    params=[*PAGING, *SCOPE, Param("startdate", "date", description="jobs created since")],
     list_key="asyncjobs",
     since="1.0.0",
 )
 async def list_async_jobs(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = owned_by(select(AsyncJob.id), AsyncJob, call.caller)
+        query = await scoped(session, call.caller, args, select(AsyncJob.id), AsyncJob)
         if args["startdate"]:
             query = query.where(AsyncJob.created >= args["startdate"])
         page = await json_paged(session, query, LISTED, args, order_by=[AsyncJob.id])

@@ -19,10 +19,12 @@ from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
 from mgmt.commands.catalog import _service_fields
 from mgmt.commands.common import date, not_found, of_uuid, paged
+from mgmt.commands.projects import visible_project
+from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import NetworkOffering, NetworkOfferingService
 from mgmt.db.models.networks import Network
-from mgmt.db.tenancy import in_subtree, owned_by
+from mgmt.db.tenancy import owned_by
 
 #: CloudStack's default guest CIDR of a zone (and of a network in a zone without one).
 DEFAULT_CIDR = "10.1.1.0/24"
@@ -107,8 +109,14 @@ async def _domain_for(session, call, uuid: str) -> Domain:
     return domain
 
 
-async def _owner(session, call, account: str | None, domainid: str | None) -> Account:
-    """The account a new network belongs to: the caller's, or account+domainid."""
+async def _owner(
+    session, call, account: str | None, domainid: str | None, projectid: str | None
+) -> Account:
+    """The account a new network belongs to: the caller's, account+domainid, or the
+    project's own account."""
+    if projectid:
+        project = await visible_project(session, call.caller, projectid)
+        return await session.get_one(Account, project.account_id)
     domain = await _domain_for(session, call, domainid) if domainid else None
     if account is None:
         if domain is not None and domain.id != call.caller.domain_id:
@@ -251,7 +259,7 @@ async def _answers(session, networks: list[Network]) -> list[dict]:
         Param("networkdomain", description="DNS domain (default cs<account>cloud.internal)"),
         Param("account", description="owner account (with domainid)"),
         Param("domainid", "uuid", description="owner account's domain", resource="domain"),
-        Param("projectid", "uuid", description="accepted for compatibility"),
+        Param("projectid", "uuid", description="the project that owns it", resource="project"),
         Param("dns1", description="first DNS server for guests"),
         Param("dns2", description="second DNS server for guests"),
         Param("vlan", description="VLAN id (root admin, offerings with specifyvlan)"),
@@ -307,7 +315,7 @@ async def create_network(call, args) -> ObjectResult:
                 raise param_error(f"vlan {args['vlan'][:60]!r} is not within 1-4094")
         else:
             vlan = None
-        owner = await _owner(session, call, args["account"], args["domainid"])
+        owner = await _owner(session, call, args["account"], args["domainid"], args["projectid"])
         subnet, gateway = _guest_subnet(args, zone)
         start, end = _ip_range(args, subnet, gateway)
         network = Network(
@@ -363,7 +371,7 @@ async def create_network(call, args) -> ObjectResult:
 )
 async def list_networks(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = owned_by(select(Network).where(Network.live()), Network, call.caller)
+        query = select(Network).where(Network.live())
         nothing = (
             args["issystem"]
             or args["vpcid"]
@@ -372,24 +380,7 @@ async def list_networks(call, args) -> ListResult:
             or args["acltype"] == "Domain"
             or (args["traffictype"] and args["traffictype"].lower() != "guest")
         )
-        domain = await _domain_for(session, call, args["domainid"]) if args["domainid"] else None
-        if args["account"]:
-            query = query.where(
-                Network.account_id.in_(
-                    select(Account.id).where(
-                        Account.name == args["account"],
-                        Account.domain_id == (domain.id if domain else call.caller.domain_id),
-                    )
-                )
-            )
-        elif domain is not None:
-            query = query.where(
-                Network.domain_id.in_(select(Domain.id).where(in_subtree(domain.path)))
-                if args["isrecursive"]
-                else Network.domain_id == domain.id
-            )
-        elif not args["listall"] and not args["id"]:
-            query = query.where(Network.account_id == call.caller.account_id)
+        query = await scoped(session, call.caller, args, query, Network)
         if args["id"]:
             query = query.where(Network.uuid == args["id"])
         if args["name"]:

@@ -27,7 +27,7 @@ from mgmt.db.types import utcnow
 ROLES = ("Admin", "Regular")
 
 
-def _visible_clause(caller):
+def visible_clause(caller):
     """Projects the caller sees: member of, or (admins) in its domain subtree."""
     if caller.is_root_admin:
         return None
@@ -46,7 +46,7 @@ def _visible_clause(caller):
 async def visible_project(session, caller, uuid: str) -> Project:
     """A live project the caller may see; otherwise the missing-id answer."""
     query = select(Project).where(Project.uuid == uuid, Project.live())
-    clause = _visible_clause(caller)
+    clause = visible_clause(caller)
     project = await session.scalar(query if clause is None else query.where(clause))
     if project is None:
         raise not_found("project", uuid)
@@ -245,7 +245,7 @@ async def list_projects(call, args) -> ListResult:
             .join(Domain, Domain.id == Project.domain_id)
             .where(Project.live())
         )
-        clause = _visible_clause(call.caller)
+        clause = visible_clause(call.caller)
         if clause is not None:
             query = query.where(clause)
         if args["id"]:
