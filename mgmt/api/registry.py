@@ -69,6 +69,9 @@ class Command:
     response_fields: tuple[tuple[str, str, str], ...] = field(default=())  # name, type, text
     instance_type: str | None = None  # what an async job works on (jobinstancetype)
     resumable: bool = False  # an async job that may run again after a server restart
+    #: CloudStack's BaseAsyncCreateCmd: the first answer carries the new object's id
+    #: (chosen before the job runs; the handler creates the row with args["new_id"]).
+    creates: bool = False
     #: For async commands: runs before the job is created, so that a bad or foreign id
     #: is refused at once, as CloudStack does. It may return fields for the first answer
     #: (the new object's "id") and the instance the job works on ("jobinstanceid").
@@ -166,6 +169,7 @@ def command(
     instance_type: str | None = None,
     resumable: bool = False,
     prepare: Callable[..., Awaitable[dict | None]] | None = None,
+    creates: bool = False,
 ):
     """Declare a command; the decorated coroutine handles it: ``handler(call, args)``."""
 
@@ -189,6 +193,7 @@ def command(
             instance_type=instance_type,
             resumable=resumable,
             prepare=prepare,
+            creates=creates,
         )
         return handler
 

@@ -18,7 +18,7 @@ from sqlalchemy import and_, false, func, or_, select, true
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import apply_given, date, not_found, paged
+from mgmt.commands.common import apply_given, date, new_id, not_found, paged
 from mgmt.commands.projects import visible_project
 from mgmt.commands.tags import tags_for
 from mgmt.db.models import Account, Domain, Zone
@@ -34,6 +34,7 @@ from mgmt.db.models.catalog import (
     VpcOffering,
     VpcOfferingService,
 )
+from mgmt.db.models.networks import Network
 from mgmt.db.tenancy import in_subtree, owned_by
 
 # ---------------------------------------------------------------- shared helpers
@@ -799,6 +800,16 @@ async def delete_network_offering(call, args) -> PlainResult:
         offering = await _offering(session, NetworkOffering, args["id"], "network offering")
         if offering.is_default:
             raise param_error("Default network offering can't be deleted")
+        used = await session.scalar(
+            select(func.count())
+            .select_from(Network)
+            .where(Network.network_offering_id == offering.id, Network.live())
+        )
+        if used:
+            raise param_error(
+                f"Can't delete network offering {offering.name} as its used by {used} "
+                "networks. To make the network offering unavailable, disable it"
+            )
         offering.remove()
         await session.commit()
         await call.server.events.record(
@@ -834,6 +845,7 @@ def vpc_offering_fields(o: VpcOffering, services) -> dict:
         Param("enable", "boolean", description="create it Enabled", since="4.16"),
     ],
     is_async=True,
+    creates=True,
     response="vpcoffering",
     roles=ROOT_ONLY,
     instance_type="VpcOffering",
@@ -846,6 +858,7 @@ async def create_vpc_offering(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         await _unique_name(session, VpcOffering, args["name"], "VPC offering")
         offering = VpcOffering(
+            **new_id(args),
             name=args["name"],
             display_text=args["displaytext"] or args["name"],
             state="Enabled" if args["enable"] else "Disabled",

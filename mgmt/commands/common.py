@@ -70,6 +70,12 @@ async def json_paged(
     return await json_page(session, query, shape, page_window(args), order_by=order_by)
 
 
+def new_id(args: dict[str, Any]) -> dict[str, str]:
+    """``uuid=`` for the row an async create command makes: the id its first answer
+    gave (Command.creates), or a fresh one when called some other way."""
+    return {"uuid": args["new_id"]} if args.get("new_id") else {}
+
+
 def of_uuid(column, model, uuid: str):
     """``column`` refers to the ``model`` row whose public id is ``uuid``."""
     return column.in_(select(model.id).where(model.uuid == uuid))

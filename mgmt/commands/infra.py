@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
-from mgmt.commands.common import date, not_found, of_uuid, paged
+from mgmt.commands.common import date, new_id, not_found, of_uuid, paged
 from mgmt.db.models import Domain, Zone
 from mgmt.db.models.infra import (
     Cluster,
@@ -849,6 +849,7 @@ async def _network_answer(session, n: PhysicalNetwork) -> dict:
     ],
     response="physicalnetwork",
     is_async=True,
+    creates=True,
     instance_type="PhysicalNetwork",
     roles=ROOT_ONLY,
     since="3.0.0",
@@ -876,6 +877,7 @@ async def create_physical_network(call, args) -> ObjectResult:
                 f"a physical network named {args['name']} exists already in zone {zone.name}"
             )
         network = PhysicalNetwork(
+            **new_id(args),
             name=args["name"],
             zone_id=zone.id,
             domain_id=domain.id if domain else None,
@@ -1041,6 +1043,7 @@ def traffic_type_fields(t: TrafficType, network: PhysicalNetwork | None) -> dict
     ],
     response="traffictype",
     is_async=True,
+    creates=True,
     instance_type="TrafficType",
     roles=ROOT_ONLY,
     since="3.0.0",
@@ -1061,6 +1064,7 @@ async def add_traffic_type(call, args) -> ObjectResult:
                 "traffic already (traffictype)"
             )
         traffic = TrafficType(
+            **new_id(args),
             physical_network_id=network.id,
             traffic_type=args["traffictype"],
             kvm_network_label=args["kvmnetworklabel"],

@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, Param, command
-from mgmt.commands.common import date, not_found, paged
+from mgmt.commands.common import date, new_id, not_found, paged
 from mgmt.db.models import Account, Domain, Project, ProjectAccount, Role
 from mgmt.db.models.catalog import Template
 from mgmt.db.settings import get_setting
@@ -184,6 +184,7 @@ async def _check_create(call, args) -> dict:
         Param("userid", "uuid", description="accepted for compatibility"),
     ],
     is_async=True,
+    creates=True,
     response="project",
     instance_type="Project",
     prepare=_check_create,
@@ -205,6 +206,7 @@ async def create_project(call, args) -> ObjectResult:
         session.add(own)
         await session.flush()
         project = Project(
+            **new_id(args),
             name=args["name"],
             display_text=args["displaytext"] or args["name"],
             domain_id=owner.domain_id,

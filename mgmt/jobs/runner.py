@@ -22,6 +22,7 @@ from mgmt.api.params import Params
 from mgmt.api.registry import REGISTRY
 from mgmt.db import jobs as job_table
 from mgmt.db.engine import Database
+from mgmt.db.types import new_uuid
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class JobRunner:
     async def submit(self, call: Call, args: dict[str, Any]) -> envelope.PlainResult:
         cmd = call.command
         first = (await cmd.prepare(call, args) or {}) if cmd.prepare else {}
+        if cmd.creates:
+            args["new_id"] = first["id"] = first["jobinstanceid"] = new_uuid()
         instance_uuid = first.pop("jobinstanceid", None)
         stored = {k: v for k, v in call.params.raw.items() if k.lower() not in NOT_STORED}
         async with self.db.sessions() as session:

@@ -374,3 +374,20 @@ async def test_project_membership_and_visibility(live):
     kinds = {e["type"] for e in (await call(alice, "listEvents"))["event"]}
     assert {"PROJECT.CREATE", "PROJECT.ACCOUNT.ADD", "PROJECT.ACCOUNT.REMOVE",
             "PROJECT.UPDATE", "PROJECT.DELETE"} <= kinds
+
+
+async def test_async_creates_answer_the_new_id_with_the_job(live):
+    """CloudStack's BaseAsyncCreateCmd: jobid and the new object's id at once."""
+    admin = CloudStack(live.url, key=live.admin.apikey, secret=live.admin.secretkey)
+    zone = (await call(admin, "createZone", name="zid", networktype="Advanced"))["zone"]
+    first = await call(admin, "createProject", name="early", displaytext="early")
+    assert set(first) == {"jobid", "id"}
+    while (job := await call(admin, "queryAsyncJobResult", jobid=first["jobid"]))[
+            "jobstatus"] == 0:
+        await asyncio.sleep(0.02)
+    assert job["jobresult"]["project"]["id"] == first["id"] == job["jobinstanceid"]
+    first = await call(admin, "createPhysicalNetwork", name="pn", zoneid=zone["id"])
+    while (job := await call(admin, "queryAsyncJobResult", jobid=first["jobid"]))[
+            "jobstatus"] == 0:
+        await asyncio.sleep(0.02)
+    assert job["jobresult"]["physicalnetwork"]["id"] == first["id"]

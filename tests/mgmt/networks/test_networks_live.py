@@ -118,3 +118,20 @@ async def test_given_subnet_owner_and_checks(world):
     raw = CloudStack(admin.endpoint, key=admin.key, secret=admin.secret, fetch_result=False)
     err = await api_error(call(raw, "deleteNetwork", id=MISSING))
     assert err["errorcode"] == 431 and MISSING in err["errortext"]
+
+
+async def test_an_offering_in_use_is_not_deleted(world):
+    admin, alice, zone, _, _ = world
+    offering = (await call(
+        admin, "createNetworkOffering", name="Mine", displaytext="mine",
+        guestiptype="Isolated", traffictype="GUEST", supportedservices="Dhcp,Dns,SourceNat",
+        **{f"serviceproviderlist[{i}].{k}": v for i, service in enumerate(("Dhcp", "Dns",
+           "SourceNat")) for k, v in (("service", service), ("provider", "VirtualRouter"))},
+    ))["networkoffering"]
+    await call(admin, "updateNetworkOffering", id=offering["id"], state="Enabled")
+    net = (await call(alice, "createNetwork", name="n", zoneid=zone["id"],
+                      networkofferingid=offering["id"]))["network"]
+    err = await api_error(call(admin, "deleteNetworkOffering", id=offering["id"]))
+    assert err["errorcode"] == 431 and "used by 1 networks" in err["errortext"]
+    await call(alice, "deleteNetwork", id=net["id"])
+    assert (await call(admin, "deleteNetworkOffering", id=offering["id"]))["success"]
