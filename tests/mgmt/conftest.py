@@ -18,6 +18,7 @@ import pytest
 
 from mgmt.db.engine import Database, open_database
 from mgmt.db.testing_pg import SUPERUSER, PgCluster, skip_reason, throwaway_cluster
+from mgmt.server.app import ManagementServer, Settings
 
 DB_KINDS = ("sqlite", "postgresql")
 DB_KIND = os.environ.get("SKIFF_TEST_DB", "sqlite").lower()
@@ -91,3 +92,14 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+@pytest.fixture
+async def live(tmp_path: Path, db_url: str) -> AsyncIterator[ManagementServer]:
+    """A listening server on the database SKIFF_TEST_DB names; ``.url`` is its API."""
+    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
+    await server.open()
+    [server.url] = await server.listen()
+    server.db_url, server.settings_home = db_url, tmp_path / "home"
+    yield server
+    await server.close()

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from cs.client import CloudStack
 
-from mgmt.server.app import ManagementServer, Settings
-
 HERE = Path(__file__).parent
 PLAYBOOK = HERE / "playbook.yml"
 BIN = Path(sys.executable).parent
@@ -25,16 +23,6 @@ pytestmark = [
     pytest.mark.skipif(not (BIN / "ansible-playbook").exists(),
                        reason="ansible-playbook is not installed (pip install ansible==12.3.0)"),
 ]
-
-
-@pytest.fixture
-async def live(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
-    server.url = url
-    yield server
-    await server.close()
 
 
 def _env(live, tmp_path: Path) -> dict[str, str]:

@@ -17,17 +17,6 @@ from mgmt.server.app import ManagementServer, Settings
 MISSING = "00000000-0000-0000-0000-000000000000"
 
 
-@pytest.fixture
-async def live(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
-    server.url = url
-    server.db_url, server.settings_home = db_url, tmp_path / "home"
-    yield server
-    await server.close()
-
-
 def admin_client(live) -> CloudStack:
     return CloudStack(live.url, key=live.admin.apikey, secret=live.admin.secretkey,
                       poll_interval=0.1, fetch_result=True)

@@ -13,23 +13,11 @@ from sqlalchemy import func, inspect, select
 
 from mgmt.db.models import Event
 from mgmt.db.models.infra import PublicIp
-from mgmt.server.app import ManagementServer, Settings
 
 INFRA_TABLES = {
     "pods", "clusters", "hosts", "physical_networks", "traffic_types", "service_providers",
     "vlan_ip_ranges", "public_ips",
 }
-
-
-@pytest.fixture
-async def live(tmp_path, db_url):
-    """A server on the database SKIFF_TEST_DB names (SQLite or PostgreSQL)."""
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
-    server.url = url
-    yield server
-    await server.close()
 
 
 def admin_client(live) -> CloudStack:

@@ -12,19 +12,8 @@ from sqlalchemy import select
 from mgmt.db.models import Account, Domain
 from mgmt.db.settings import get_setting
 from mgmt.server.alerts import raise_alert
-from mgmt.server.app import ManagementServer, Settings
 
 MISSING = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-async def live(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
-    server.url = url
-    yield server
-    await server.close()
 
 
 def call(client, command_name, /, **params):

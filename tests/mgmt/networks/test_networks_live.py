@@ -7,20 +7,8 @@ import asyncio
 import pytest
 from cs.client import CloudStack, CloudStackApiException
 
-from mgmt.server.app import ManagementServer, Settings
-
 MISSING = "00000000-0000-0000-0000-000000000000"
 DEFAULT = "DefaultIsolatedNetworkOfferingWithSourceNatService"
-
-
-@pytest.fixture
-async def live(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
-    server.url = url
-    yield server
-    await server.close()
 
 
 def call(client, command_name, /, **params):

@@ -15,16 +15,6 @@ import requests
 from cs.client import CloudStack, CloudStackApiException
 
 from mgmt.api.registry import REGISTRY
-from mgmt.server.app import ManagementServer, Settings
-
-
-@pytest.fixture
-async def live(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [server.url] = await server.listen()
-    yield server
-    await server.close()
 
 
 def admin(live, **kw) -> CloudStack:

@@ -8,14 +8,10 @@ import asyncio
 import pytest
 from cs.client import CloudStack, CloudStackApiException
 
-from mgmt.server.app import ManagementServer, Settings
-
 
 @pytest.fixture
-async def world(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
+async def world(live):
+    server, url = live, live.url
     admin = CloudStack(url, key=server.admin.apikey, secret=server.admin.secretkey,
                        fetch_result=True, poll_interval=0.05)
 
@@ -65,8 +61,7 @@ async def world(tmp_path, db_url):
         return err.value.error
 
     ids = {"d1": d1["id"], "sub": sub["id"], "d2": d2["id"], "project": project["id"]}
-    yield names, refused, ids, networks
-    await server.close()
+    return names, refused, ids, networks
 
 
 async def test_a_user_sees_its_own_account_whatever_it_asks(world):

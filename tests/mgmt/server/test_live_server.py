@@ -13,17 +13,6 @@ from cs.client import CloudStack, CloudStackApiException
 from mgmt.server.app import ManagementServer, Settings
 
 
-@pytest.fixture
-async def live(tmp_path, db_url):
-    """A server on the database SKIFF_TEST_DB names (SQLite or PostgreSQL)."""
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
-    server.url = url
-    yield server
-    await server.close()
-
-
 def admin_client(live, method="get") -> CloudStack:
     return CloudStack(live.url, key=live.admin.apikey, secret=live.admin.secretkey,
                       method=method, poll_interval=0.1, fetch_result=True)

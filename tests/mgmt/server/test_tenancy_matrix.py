@@ -22,7 +22,6 @@ import mgmt.commands  # noqa: F401
 from mgmt.api.registry import REGISTRY
 from mgmt.db import jobs as job_table
 from mgmt.db.models import User
-from mgmt.server.app import ManagementServer, Settings
 
 #: Kinds that are not owned by an account (visible by design, or root-only).
 UNOWNED = {"zone", "pod", "cluster", "host", "physicalnetwork", "vlan", "ostype",
@@ -30,10 +29,8 @@ UNOWNED = {"zone", "pod", "cluster", "host", "physicalnetwork", "vlan", "ostype"
 
 
 @pytest.fixture
-async def world(tmp_path, db_url):
-    server = ManagementServer(Settings(home=tmp_path / "home", port=0, db=db_url))
-    await server.open()
-    [url] = await server.listen()
+async def world(live):
+    server, url = live, live.url
     admin = CloudStack(url, key=server.admin.apikey, secret=server.admin.secretkey,
                        fetch_result=True, poll_interval=0.1)
 
@@ -87,8 +84,7 @@ async def world(tmp_path, db_url):
         "domain": d1["id"],
         "job": job_uuid,
     }
-    yield call, {"bob": bob, "d2admin": d2admin}, objects
-    await server.close()
+    return call, {"bob": bob, "d2admin": d2admin}, objects
 
 
 def _dummy(p) -> str:
