@@ -9,10 +9,10 @@ B ?=
 
 # Debian packages the appliances and the test suite run for real.
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
-	strongswan-swanctl libcharon-extra-plugins keepalived conntrack iproute2 busybox \
+	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
 	curl openssl procps psmisc python3-venv postgresql
 # One command from each package that must be present (checked before apt runs).
-DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack ip busybox curl openssl pkill \
+DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
 	/usr/lib/postgresql/*/bin/initdb
 
 .PHONY: help deps venv lint test test-fast bench demo docs clean

@@ -20,12 +20,6 @@ log = logging.getLogger(__name__)
 class Parser(Protocol):
     """Validates raw documents; may reuse work from the last accepted one."""
 
-    def release_retired(self) -> None:
-        """Free what the last apply replaced (called after the answer is sent)."""
-        release = getattr(self.parser, "release_retired", None)
-        if release is not None:
-            release()
-
     def parse(self, raw: Any) -> Any: ...
 
     def accept(self, raw: Any, doc: Any) -> None: ...

@@ -24,6 +24,10 @@ from appliances.common.types import (
     Port,
     SafeId,
 )
+from appliances.router.sections.guest_data import InstanceData
+from appliances.router.sections.load_balancing import LbRule
+from appliances.router.sections.redundancy import Redundancy
+from appliances.router.sections.vpn import Vpn
 
 SCHEMA_VERSION = 1
 ANY_V4 = "0.0.0.0/0"
@@ -237,6 +241,10 @@ class RouterDocument(_Model):
     port_forwards: list[PortForward] = Field(default_factory=list)
     static_nats: list[StaticNat] = Field(default_factory=list)
     static_routes: list[StaticRoute] = Field(default_factory=list, max_length=1024)
+    load_balancers: list[LbRule] = Field(default_factory=list, max_length=10_000)
+    vpn: Vpn = Field(default_factory=Vpn)
+    guest_data: list[InstanceData] = Field(default_factory=list, max_length=16_384)
+    redundancy: Redundancy | None = None
 
     def interface(self, role: str) -> Interface | None:
         return next((i for i in self.interfaces if i.role == role), None)

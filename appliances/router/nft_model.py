@@ -26,6 +26,8 @@ from appliances.router.document import (
     RouterDocument,
     StaticNat,
 )
+from appliances.router.sections.load_balancing import LbRule
+from appliances.router.sections.vpn import Vpn
 
 TABLE = "skiff"
 FAMILY = "ip"
@@ -47,6 +49,10 @@ SETS: dict[str, tuple[str, bool]] = {
     "eg_l4": ("ipv4_addr . inet_proto . inet_service . ipv4_addr", True),
     "eg_icmp": ("ipv4_addr . icmp_type . icmp_code . ipv4_addr", True),
     "eg_all": ("ipv4_addr . ipv4_addr", True),
+    # The router's own services on public IPs (load balancer listeners, IKE):
+    # open to any source, or to the listed sources only.
+    "svc_any": ("ipv4_addr . inet_proto . inet_service", False),
+    "svc_src": ("ipv4_addr . inet_proto . inet_service . ipv4_addr", True),
 }
 
 
@@ -91,6 +97,9 @@ def shape_context(doc: RouterDocument, agent_port: int) -> dict:
         "source_nat_ip": doc.source_nat_ip,
         "egress_default": doc.egress.default_policy,
         "agent_port": agent_port,
+        # The metadata and password service listens on the guest gateway.
+        "guest_data": bool(doc.guest_data),
+        "vrrp_if": doc.redundancy.sync_interface if doc.redundancy else None,
     }
 
 
@@ -147,6 +156,31 @@ def _rule_elements(prefix: str, first: str, rule, cidrs: list[str]) -> list[Elem
     return [(f"{prefix}_all", f"{first} . {c}", None) for c in cidrs]
 
 
+def _service_elements(ip: str, proto: str, port: int, sources: list[str]) -> list[Element]:
+    if sources == [ANY_V4]:
+        return [("svc_any", f"{ip} . {proto} . {port}", None)]
+    return [("svc_src", f"{ip} . {proto} . {port} . {cidr}", None) for cidr in sources]
+
+
+def lb_elements(rule: LbRule, guest_cidr: str) -> list[Element]:
+    return _service_elements(rule.public_ip, "tcp", rule.public_port, rule.source_cidrs)
+
+
+IKE_PORTS = (500, 4500)
+
+
+def vpn_elements(vpn: Vpn, guest_cidr: str) -> list[Element]:
+    """IKE and NAT-T from each site-to-site peer; from anywhere for remote access."""
+    out: list[Element] = []
+    for conn in vpn.site_to_site:
+        for port in IKE_PORTS:
+            out += _service_elements(conn.local_gateway, "udp", port, [f"{conn.peer_gateway}/32"])
+    if vpn.remote_access is not None:
+        for port in IKE_PORTS:
+            out += _service_elements(vpn.remote_access.public_ip, "udp", port, [ANY_V4])
+    return out
+
+
 #: Every list of the document that becomes set elements, with its element function.
 SECTIONS: dict[str, Callable[[Any, str], list[Element]]] = {
     "public_ips": public_ip_elements,
@@ -154,11 +188,17 @@ SECTIONS: dict[str, Callable[[Any, str], list[Element]]] = {
     "static_nats": static_nat_elements,
     "ingress_rules": ingress_elements,
     "egress_rules": egress_elements,
+    "load_balancers": lb_elements,
+    "vpn": vpn_elements,
 }
 
 
 def section_items(doc: RouterDocument, section: str) -> list:
-    return doc.egress.rules if section == "egress_rules" else getattr(doc, section)
+    if section == "egress_rules":
+        return doc.egress.rules
+    if section == "vpn":
+        return [doc.vpn]  # one item: small, compared whole
+    return getattr(doc, section)
 
 
 def plan(doc: RouterDocument, agent_port: int) -> NftPlan:

@@ -31,6 +31,8 @@ from appliances.router.document import (
     RouterDocument,
     StaticNat,
 )
+from appliances.router.sections.guest_data import InstanceData
+from appliances.router.sections.load_balancing import LbRule
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ SECTIONS: dict[str, ListSection] = {
     "dns_records": ListSection(("dns_records",), DnsRecord, "name"),
     "public_ips": ListSection(("public_ips",), PublicIp, "ip"),
     "static_nats": ListSection(("static_nats",), StaticNat, "public_ip"),
+    "load_balancers": ListSection(("load_balancers",), LbRule, "id"),
+    "guest_data": ListSection(("guest_data",), InstanceData, "mac"),
 }
 TOP_LEVEL = {name for name, s in SECTIONS.items() if len(s.path) == 1}
 

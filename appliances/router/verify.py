@@ -35,6 +35,7 @@ from appliances.router.document import (
     PortForward,
     RouterDocument,
 )
+from appliances.router.sections import guest_data, load_balancing, redundancy, vpn
 
 #: Shifted port-range forwards are expanded port by port into a hash map; cap it.
 MAX_EXPANDED_FORWARD_PORTS = 65_536
@@ -116,6 +117,18 @@ def verify(doc: RouterDocument) -> Iterator[FieldError]:
     yield from _port_forwards(ctx, doc)
     yield from _static_nats(ctx, doc)
     yield from _static_routes(doc, public_nets)
+    for section in SERVICE_SECTIONS:
+        yield from section.verify(doc)
+
+
+#: Sections owned by one service each; they verify themselves.
+SERVICE_SECTIONS = (load_balancing, vpn, guest_data, redundancy)
+
+
+def in_guest(doc: RouterDocument, ip: str, loc: str) -> Iterator[FieldError]:
+    """Errors if ``ip`` cannot be a guest's address (for the service sections)."""
+    gn = doc.guest_network
+    yield from _in_guest(_Context(gn.cidr, gn.gateway, frozenset(), frozenset(), None), ip, loc)
 
 
 # ---------------------------------------------------------------- per-item checks
@@ -469,6 +482,11 @@ def still_valid(prev: RouterDocument, doc: RouterDocument) -> bool:
         or doc.public_ips != prev.public_ips
         or doc.static_nats != prev.static_nats
         or doc.static_routes != prev.static_routes
+        # The service sections are verified whole (they are small next to the lists).
+        or doc.load_balancers != prev.load_balancers
+        or doc.vpn != prev.vpn
+        or doc.guest_data != prev.guest_data
+        or doc.redundancy != prev.redundancy
     ):
         return False
     ctx = _Context.of(doc)
