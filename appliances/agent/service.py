@@ -45,6 +45,9 @@ class ServiceState:
 
 class Service(ABC):
     name: str
+    #: In a redundant pair, runs only on the primary: the agent calls pause() when
+    #: the router becomes BACKUP or FAULT and resume() when it becomes PRIMARY.
+    primary_only: bool = False
 
     def __init__(self, ctx: AgentContext):
         self.ctx = ctx
@@ -69,6 +72,13 @@ class Service(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional step
         """Called when the agent stops."""
+
+    async def pause(self) -> None:  # noqa: B027 - optional step
+        """Stop serving (daemon or listener down) but keep the applied configuration;
+        applies while paused update the configuration without starting anything."""
+
+    async def resume(self) -> None:  # noqa: B027 - optional step
+        """Serve the applied configuration again (the router became primary)."""
 
     def status(self) -> dict:
         return {
