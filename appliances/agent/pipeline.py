@@ -248,6 +248,19 @@ class Applier:
     def status(self) -> dict:
         return {s.name: s.status() for s in self.services}
 
+    async def live_status(self, timeout: float = 3.0) -> dict:
+        """Every service's live status; one that does not answer in time gives its
+        plain status with a note instead of holding up the others."""
+
+        async def one(service: Service) -> dict:
+            try:
+                return await asyncio.wait_for(service.live_status(), timeout)
+            except Exception as exc:  # noqa: BLE001 - status must always answer
+                return {**service.status(), "live_error": f"{type(exc).__name__}: {exc}"}
+
+        results = await asyncio.gather(*(one(s) for s in self.services))
+        return {s.name: r for s, r in zip(self.services, results, strict=True)}
+
 
 def _error_dict(exc: ApplyError) -> dict:
     return {"service": exc.service, "message": str(exc), "output": exc.output}

@@ -58,7 +58,7 @@ async def status(request: web.Request) -> web.Response:
             "converged": applier.converged,
             "document_hash": applier.document_hash,
             "last_error": applier.last_error,
-            "services": applier.status(),
+            "services": await applier.live_status(),
         }
     )
 

@@ -80,6 +80,10 @@ class Service(ABC):
     async def resume(self) -> None:  # noqa: B027 - optional step
         """Serve the applied configuration again (the router became primary)."""
 
+    async def live_status(self) -> dict:
+        """status() plus what only the running daemon can tell (asked at request time)."""
+        return self.status()
+
     def status(self) -> dict:
         return {
             "state": self.state.state,

@@ -17,8 +17,9 @@ ANY_V4 = "0.0.0.0/0"
 
 #: A cookie name (RFC 6265 token characters that are also safe in haproxy.cfg).
 CookieName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-#: An HTTP path for health checks: no spaces, quotes or control characters.
-HttpPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$")]
+#: An HTTP path for health checks: no spaces, quotes, backslashes or control characters
+#: (it is written single-quoted into haproxy.cfg, where nothing else is special).
+HttpPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~!$&()*+,;=:@%/?-]{0,255}$")]
 #: PEM text (certificate chain or key); checked for shape here, by haproxy -c for sense.
 _PEM_BLOCK = (
     r"-----BEGIN [A-Z0-9 ]+-----\r?\n[A-Za-z0-9+/=\r\n:,. -]+-----END [A-Z0-9 ]+-----\r?\n?"
