@@ -56,7 +56,7 @@ class Supervisor:
         self._on_event = on_event or (lambda text: None)
         self._lines: deque[LogLine] = deque(maxlen=500)
         self._seq = 0
-        self._new_line = asyncio.Condition()
+        self._watchers: list[tuple[Callable[[str], bool], asyncio.Future[str]]] = []
         self._started_at = 0.0
 
     @property
@@ -104,18 +104,24 @@ class Supervisor:
     async def wait_for_line(
         self, predicate: Callable[[str], bool], after: int, timeout: float
     ) -> str:
-        """The first output line after mark ``after`` that satisfies ``predicate``."""
-        deadline = time.monotonic() + timeout
-        async with self._new_line:
-            while True:
-                for line in self._lines:
-                    if line.seq > after and predicate(line.text):
-                        return line.text
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{self.name} did not confirm within {timeout:g}s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._new_line.wait(), remaining)
+        """The first output line after mark ``after`` that satisfies ``predicate``.
+
+        Lines that arrive while waiting are tested as they are read, so a burst of
+        output larger than the kept tail cannot hide the line waited for.
+        """
+        for line in self._lines:
+            if line.seq > after and predicate(line.text):
+                return line.text
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        watcher = (predicate, future)
+        self._watchers.append(watcher)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} did not confirm within {timeout:g}s") from None
+        finally:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
 
     async def _spawn(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -134,10 +140,11 @@ class Supervisor:
         assert proc.stdout is not None
         async for raw in proc.stdout:
             text = raw.decode(errors="replace").rstrip()
-            async with self._new_line:
-                self._seq += 1
-                self._lines.append(LogLine(self._seq, text))
-                self._new_line.notify_all()
+            self._seq += 1
+            self._lines.append(LogLine(self._seq, text))
+            for predicate, future in list(self._watchers):
+                if not future.done() and predicate(text):
+                    future.set_result(text)
 
     async def _terminate(self, timeout: float) -> None:
         proc = self._proc

@@ -294,12 +294,14 @@ class HaproxyService(Service):
         return out
 
 
-def maxconn() -> int:
-    """HAProxy needs two descriptors per connection and refuses to start when it
-    cannot raise its own limit that far: stay inside this process's limit."""
+def maxconn(rules: list[LbRule]) -> int:
+    """HAProxy needs two descriptors per connection plus one per listener and per
+    server, and refuses to start when it cannot raise its own limit that far: stay
+    inside this process's limit (which HAProxy inherits)."""
+    fixed = 500 + len(rules) + sum(len(r.members) for r in rules)
     limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = min(n for n in (*limits, 2 * MAXCONN + 200) if n != resource.RLIM_INFINITY)
-    return max(256, min(MAXCONN, (limit - 200) // 2))
+    limit = min(n for n in (*limits, 2 * MAXCONN + fixed) if n != resource.RLIM_INFINITY)
+    return max(256, min(MAXCONN, (limit - fixed) // 2))
 
 
 def render(
@@ -308,7 +310,7 @@ def render(
     return _env.get_template("haproxy.cfg.j2").render(
         router_id=doc.router_id,
         dir=str(directory),
-        maxconn=maxconn(),
+        maxconn=maxconn(doc.load_balancers),
         rules=doc.load_balancers,
         certs={k: str(v) for k, v in certs.items()},
         nonlocal_bind=nonlocal_bind,
