@@ -20,11 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("file", type=Path, help="router document (JSON); - for stdin")
     v.set_defaults(func=_verify)
 
-    r = rsub.add_parser("render", help="write the nftables and dnsmasq files a document produces")
+    r = rsub.add_parser("render", help="write the config files a document produces",
+                        description="Write the nftables ruleset, the dnsmasq files and (with "
+                        "load-balancer rules) haproxy.cfg and its certificates for a document.")
     r.add_argument("file", type=Path, help="router document (JSON); - for stdin")
     r.add_argument("--out", type=Path, required=True, help="directory to write into")
     r.add_argument("--check", action="store_true",
-                   help="also run nft -c and dnsmasq --test on the result (needs root)")
+                   help="also run nft -c, dnsmasq --test and haproxy -c on the result "
+                   "(needs root)")
     r.set_defaults(func=_render)
 
     s = rsub.add_parser("schema", help="print the document's JSON Schema")
@@ -67,6 +70,7 @@ def _render(args: argparse.Namespace) -> int:
     for name, text in contents.items():
         (args.out / "dnsmasq" / name).write_text(text)
     print(f"wrote {ruleset} and {args.out / 'dnsmasq'}/")
+    lb_config = _render_haproxy(doc, args.out) if doc.load_balancers else None
     if not args.check:
         return 0
     ok, output = asyncio.run(check_ruleset(str(ruleset)))
@@ -75,7 +79,30 @@ def _render(args: argparse.Namespace) -> int:
     check.write_text(dnsmasq.check_config(contents))
     result = asyncio.run(run(["dnsmasq", "--test", f"--conf-file={check}"]))
     print(f"dnsmasq --test: {'ok' if result.ok else 'REFUSED: ' + result.output}")
-    return 0 if ok and result.ok else 1
+    lb_ok = True
+    if lb_config is not None:
+        lb = asyncio.run(run(["haproxy", "-c", "-q", "-f", str(lb_config)]))
+        lb_ok = lb.ok
+        print(f"haproxy -c: {'ok' if lb.ok else 'REFUSED: ' + lb.output}")
+    return 0 if ok and result.ok and lb_ok else 1
+
+
+def _render_haproxy(doc, out: Path) -> Path:
+    """haproxy.cfg and the certificates it names, under out/haproxy (keys mode 0600)."""
+    from appliances.common.files import atomic_write
+    from appliances.router.services import haproxy
+
+    folder = (out / "haproxy").resolve()
+    certs = {}
+    for rule in doc.load_balancers:
+        if rule.tls is not None:
+            path, pem = haproxy.certificate_file(folder, rule)
+            atomic_write(path, pem, mode=0o600)
+            certs[rule.id] = path
+    config = folder / "haproxy.cfg"
+    atomic_write(config, haproxy.render(doc, folder, certs))
+    print(f"wrote {config}")
+    return config
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -250,10 +250,7 @@ class HaproxyService(Service):
     # -- certificates --------------------------------------------------------------------
 
     def _cert(self, rule: LbRule) -> tuple[Path, str]:
-        assert rule.tls is not None
-        pem = rule.tls.certificate.rstrip("\n") + "\n" + rule.tls.private_key.rstrip("\n") + "\n"
-        digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
-        return self.dir / "certs" / f"{rule.id}-{digest}.pem", pem
+        return certificate_file(self.dir, rule)
 
     def _write_certs(self, plan: _Plan) -> None:
         for path, pem in plan.certs.values():
@@ -292,6 +289,14 @@ class HaproxyService(Service):
             return out
         out["rules"] = rule_status(self._applied.load_balancers, frontends, servers)
         return out
+
+
+def certificate_file(directory: Path, rule: LbRule) -> tuple[Path, str]:
+    """Where a rule's certificate and key go (named by their digest) and the PEM."""
+    assert rule.tls is not None
+    pem = rule.tls.certificate.rstrip("\n") + "\n" + rule.tls.private_key.rstrip("\n") + "\n"
+    digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
+    return directory / "certs" / f"{rule.id}-{digest}.pem", pem
 
 
 def maxconn(rules: list[LbRule]) -> int:
