@@ -229,3 +229,27 @@ def test_server_state_keeps_health_drops_moved_members_and_takes_desired_setting
 
 def test_unreadable_server_state_becomes_an_empty_one():
     assert rt.carry_server_state("garbage", {}) == "1\n"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_router_render_writes_and_checks_haproxy_cfg(tmp_path: Path, capsys):
+    import json
+    import os
+
+    from mgmt.cli import main
+
+    cert, key = _self_signed()
+    data = full()
+    data["load_balancers"] = [lb(), lb("tls", public_port=443, protocol="http",
+                                     tls={"certificate": cert, "private_key": key})]
+    (tmp_path / "doc.json").write_text(json.dumps(data))
+    argv = ["router", "render", str(tmp_path / "doc.json"), "--out", str(tmp_path / "out")]
+    if os.geteuid() == 0:
+        argv.append("--check")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "out" / "haproxy" / "haproxy.cfg").is_file()
+    (pem,) = (tmp_path / "out" / "haproxy" / "certs").glob("tls-*.pem")
+    assert pem.stat().st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:
+        assert "haproxy -c: ok" in out
