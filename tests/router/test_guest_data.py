@@ -369,3 +369,16 @@ def test_section_rules():
         document(entries=[{**G1, "user_data": "abc"}, {**G2, "instance_id": "uuid-1"}])
     locs = {e.loc for e in exc.value.errors}
     assert {"guest_data.0.user_data", "guest_data.1.instance_id"} <= locs
+
+
+async def test_pause_also_ends_keep_alive_connections(service):
+    meta, _ = ports(service)
+    connector = aiohttp.TCPConnector(local_addr=(G1["ip"], 0))
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with session.get(f"http://{meta}/latest/instance-id") as resp:
+            assert await resp.text() == "uuid-1"
+        await service.pause()
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.get(f"http://{meta}/latest/instance-id") as resp:
+                await resp.text()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 METADATA_PORT = 80
 PASSWORD_PORT = 8080
+SHUTDOWN_TIMEOUT = 5.0  # for requests in flight when the listeners close
 # Bind even when the address is not (yet) on an interface: a redundant pair's
 # gateway VIP may arrive a moment after the router becomes primary.
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
@@ -111,9 +112,6 @@ class GuestDataService(Service):
 
     async def stop(self) -> None:
         await self._close()
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners = []
 
     async def pause(self) -> None:
         self._paused = True
@@ -172,11 +170,12 @@ class GuestDataService(Service):
         await self._close()
         if address is None:
             return
-        if not self._runners:
-            for app in (self.server.metadata_app(), self.server.password_app()):
-                runner = web.AppRunner(app, access_log=None, handle_signals=False)
-                await runner.setup()
-                self._runners.append(runner)
+        for app in (self.server.metadata_app(), self.server.password_app()):
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await runner.setup()
+            self._runners.append(runner)
         try:
             for runner, port in zip(self._runners, self.ports, strict=True):
                 sock = _listening_socket(address, port)
@@ -191,13 +190,16 @@ class GuestDataService(Service):
         log.info("guest data listening on %s", ", ".join(self.listening()))
 
     async def _close(self) -> None:
-        for site, sock in self._sites:
+        """Close the listeners and the connections they accepted (a keep-alive
+        connection must not go on being served by a paused backup)."""
+        for runner in self._runners:
             with contextlib.suppress(Exception):
-                await site.stop()
+                await runner.cleanup()
+        for _site, sock in self._sites:
             sock.close()
         if self._sites:
             self.state.event("listeners closed")
-        self._sites = []
+        self._runners, self._sites = [], []
         self._bound = None
 
 
