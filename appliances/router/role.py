@@ -6,6 +6,7 @@ from appliances.agent.service import AgentContext, Service
 from appliances.router.document import RouterDocument
 from appliances.router.parse import RouterParser
 from appliances.router.services.dnsmasq import DnsmasqService
+from appliances.router.services.guest_data import GuestDataService
 from appliances.router.services.haproxy import HaproxyService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
@@ -21,7 +22,12 @@ class RouterRole:
     def services(self, ctx: AgentContext) -> list[Service]:
         # Addresses first (dnsmasq binds to them), nftables before the daemons:
         # its transaction is its own check, so a refusal there touches nothing.
-        return [NetworkService(ctx), NftablesService(ctx), DnsmasqService(ctx),
-                HaproxyService(ctx)]
+        return [
+            NetworkService(ctx),
+            NftablesService(ctx),
+            DnsmasqService(ctx),
+            GuestDataService(ctx),
+            HaproxyService(ctx),
+        ]
 
 
