@@ -233,10 +233,17 @@ def test_unreadable_server_state_becomes_an_empty_one():
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 def test_router_render_writes_and_checks_haproxy_cfg(tmp_path: Path, capsys):
+    import argparse
     import json
     import os
 
-    from mgmt.cli import main
+    from appliances.router import cli as router_cli
+
+    def main(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser()
+        router_cli.register(parser.add_subparsers())
+        args = parser.parse_args(argv)
+        return args.func(args)
 
     cert, key = _self_signed()
     data = full()
