@@ -47,6 +47,8 @@ AGENT_HEALTH_TIMEOUT = 30.0
 LEASE_TIMEOUT = 20.0
 REQUIRED_TOOLS = ("ip", "unshare", "mount", "sysctl", "dnsmasq", "busybox", "nsenter")
 UDHCPC_SCRIPT = Path(__file__).with_name("scripts") / "udhcpc.sh"
+#: The agents' IPsec data path (see appliances.router.services.strongswan).
+IPSEC_DATAPATH_ENV = "SKIFF_IPSEC_DATAPATH"
 
 Progress = Callable[[str], None]
 
@@ -251,7 +253,8 @@ class Lab:
             "--ca", str(pki.ca_cert), "--cert", str(pki.server_cert), "--key", str(pki.server_key),
         ]
         key = spec.agent_key
-        pid = self.spawn_in(router, key, argv)
+        # This kernel has no ESP: the agent's strongSwan carries ESP in user space.
+        pid = self.spawn_in(router, key, argv, env={IPSEC_DATAPATH_ENV: "libipsec"})
         self.save()
         self.progress(f"{router} agent started (pid {pid}), waiting for "
                       f"{self.agent_url_of(router)}/v1/health")

@@ -8,6 +8,7 @@ from appliances.router.parse import RouterParser
 from appliances.router.services.dnsmasq import DnsmasqService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
+from appliances.router.services.strongswan import StrongswanService
 
 
 class RouterRole:
@@ -20,6 +21,11 @@ class RouterRole:
     def services(self, ctx: AgentContext) -> list[Service]:
         # Addresses first (dnsmasq binds to them), nftables before the daemons:
         # its transaction is its own check, so a refusal there touches nothing.
-        return [NetworkService(ctx), NftablesService(ctx), DnsmasqService(ctx)]
+        return [
+            NetworkService(ctx),
+            NftablesService(ctx),
+            DnsmasqService(ctx),
+            StrongswanService(ctx),  # VPN: site-to-site and remote access
+        ]
 
 
