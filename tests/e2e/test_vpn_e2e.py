@@ -155,15 +155,19 @@ async def test_third_peer_leaves_tunnel_untouched(lab):
 
 
 async def test_weak_policy_is_refused(lab):
-    tunnel = lab.documents["router"].vpn.site_to_site[0].model_dump(mode="json")
+    """The agent refuses a weak policy before anything is loaded; the tunnel stays."""
+    data = lab.documents["router"].model_dump(mode="json")
+    tunnel = data["vpn"]["site_to_site"][0]
     weak = {
         **tunnel,
         "id": "weak",
         "peer_gateway": "203.0.113.98",
         "ike_policy": "3des-md5;modp1024",
     }
-    reply = await lab.put_config(lab.derive("router", vpn={"site_to_site": [tunnel, weak]}))
-    assert not reply.ok and "weak" in str(reply.body), reply.body
+    data["vpn"]["site_to_site"].append(weak)
+    data["generation"] += 1
+    reply = await lab.put_config(data)
+    assert reply.status == 422 and "allow_weak" in str(reply.body), reply.body
     st = (await vpn_status(lab))["connections"]
     assert "s2s-weak" not in st and st["s2s-tunnel"]["state"] == "Connected"
 

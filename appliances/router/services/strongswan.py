@@ -29,6 +29,7 @@ from appliances.agent.service import Change, Service
 from appliances.agent.supervisor import Supervisor
 from appliances.common.errors import ApplyError
 from appliances.common.files import atomic_write, read_text
+from appliances.common.proc import run
 from appliances.common.render import make_environment
 from appliances.router import vpn_config
 from appliances.router.document import RouterDocument
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CHARON = os.environ.get("SKIFF_CHARON", "/usr/lib/ipsec/charon")
 DATAPATH_ENV = "SKIFF_IPSEC_DATAPATH"
+CONNTRACK = "conntrack"
 START_TIMEOUT = 10.0
 VICI_TIMEOUT = 10.0
 INITIATE_TIMEOUT_MS = 15_000
@@ -258,6 +260,7 @@ class StrongswanService(Service):
                 self.name, f"loading over VICI failed: {exc}", "\n".join(self.daemon.tail(10))
             ) from None
         self._applied, self._loaded_pid = plan.desired, self.daemon.pid
+        await self._forget_flows(plan)
         for name in plan.unload_conns:
             self._errors.pop(name, None)
         for name in plan.load_conns:
@@ -296,6 +299,26 @@ class StrongswanService(Service):
         self._applied, self._loaded_pid = pending, self.daemon.pid
         for name, children in pending.initiate.items():
             self._initiate_later(name, children)
+
+    async def _forget_flows(self, plan: _Plan) -> None:
+        """Delete conntrack entries between newly loaded local and peer CIDRs: flows
+        that began before the tunnel was configured were source-NATed to the
+        internet, and their NAT binding would outlive the tunnel's arrival."""
+        pairs = [
+            (lc, pc)
+            for name in plan.load_conns
+            for child in plan.desired.conns[name].get("children", {}).values()
+            for lc in child.get("local_ts", [])
+            for pc in child.get("remote_ts", [])
+        ]
+        for lc, pc in pairs:
+            try:
+                res = await run([CONNTRACK, "-D", "-s", lc, "-d", pc], timeout=5)
+            except OSError as exc:  # no conntrack tool: flows keep their NAT until idle
+                log.warning("cannot forget flows %s -> %s: %s", lc, pc, exc)
+                return
+            if not res.ok and "0 flow entries" not in res.output:
+                log.warning("conntrack -D -s %s -d %s: %s", lc, pc, res.output.strip())
 
     # -- daemon ---------------------------------------------------------------------------
 
