@@ -43,9 +43,12 @@ class Supervisor:
         name: str,
         on_event: Callable[[str], None] | None = None,
         pidfile: Path | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.name = name
         self.pidfile = pidfile
+        #: Extra environment for the daemon (on top of the agent's own).
+        self.env = dict(env or {})
         self.argv: Sequence[str] = ()
         self.restarts = 0
         self.last_exit: int | None = None
@@ -130,6 +133,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None,
         )
         self._started_at = time.monotonic()
         if self.pidfile is not None:

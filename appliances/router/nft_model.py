@@ -53,6 +53,11 @@ SETS: dict[str, tuple[str, bool]] = {
     # open to any source, or to the listed sources only.
     "svc_any": ("ipv4_addr . inet_proto . inet_service", False),
     "svc_src": ("ipv4_addr . inet_proto . inet_service . ipv4_addr", True),
+    # VPN (strongSwan): source . destination between local and peer CIDRs (both
+    # directions; never source-NATed, always forwarded), and our gateway . peer
+    # gateway pairs whose ESP is accepted (kernel data path).
+    "vpn_pairs": ("ipv4_addr . ipv4_addr", True),
+    "vpn_esp": ("ipv4_addr . ipv4_addr", True),
 }
 
 
@@ -178,6 +183,23 @@ def vpn_elements(vpn: Vpn, guest_cidr: str) -> list[Element]:
     if vpn.remote_access is not None:
         for port in IKE_PORTS:
             out += _service_elements(vpn.remote_access.public_ip, "udp", port, [ANY_V4])
+    return out + vpn_traffic_elements(vpn, guest_cidr)
+
+
+def vpn_traffic_elements(vpn: Vpn, guest_cidr: str) -> list[Element]:
+    """Pairs of VPN traffic (both directions) and the ESP peers."""
+    out: list[Element] = []
+    for conn in vpn.site_to_site:
+        for lc in conn.local_cidrs:
+            for pc in conn.peer_cidrs:
+                out += [("vpn_pairs", f"{lc} . {pc}", None), ("vpn_pairs", f"{pc} . {lc}", None)]
+        out.append(("vpn_esp", f"{conn.local_gateway} . {conn.peer_gateway}", None))
+    ra = vpn.remote_access
+    if ra is not None:
+        pool = f"{ra.pool_start}-{ra.pool_end}"
+        out += [("vpn_pairs", f"{guest_cidr} . {pool}", None),
+                ("vpn_pairs", f"{pool} . {guest_cidr}", None),
+                ("vpn_esp", f"{ra.public_ip} . {ANY_V4}", None)]
     return out
 
 

@@ -10,6 +10,7 @@ from appliances.router.services.guest_data import GuestDataService
 from appliances.router.services.haproxy import HaproxyService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
+from appliances.router.services.strongswan import StrongswanService
 
 
 class RouterRole:
@@ -27,6 +28,7 @@ class RouterRole:
             NftablesService(ctx),
             DnsmasqService(ctx),
             GuestDataService(ctx),
+            StrongswanService(ctx),  # VPN: site-to-site and remote access
             HaproxyService(ctx),
         ]
 

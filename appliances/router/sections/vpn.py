@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from appliances.common.errors import FieldError
 from appliances.common.types import CidrV4, HostIPv4, SafeId
+from appliances.router.vpn_policy import PolicyError, to_strongswan
 
 if TYPE_CHECKING:
     from appliances.router.document import RouterDocument
@@ -107,10 +109,23 @@ def verify(doc: RouterDocument) -> Iterator[FieldError]:
         pairs.setdefault(pair, n)
         if conn.local_gateway not in publics:
             yield FieldError(f"{loc}.local_gateway", f"{conn.local_gateway} is not in public_ips")
+        yield from _policy_errors(loc, conn)
     ra = doc.vpn.remote_access
     if ra is not None:
         if ra.public_ip not in publics:
             yield FieldError("vpn.remote_access.public_ip", f"{ra.public_ip} is not in public_ips")
+        start, end = ipaddress.IPv4Address(ra.pool_start), ipaddress.IPv4Address(ra.pool_end)
+        if start > end:
+            yield FieldError("vpn.remote_access.pool_end", f"{end} is before pool_start {start}")
+        elif int(end) - int(start) >= MAX_POOL:
+            yield FieldError(
+                "vpn.remote_access.pool_end", f"the pool has more than {MAX_POOL} addresses"
+            )
+        guest = ipaddress.IPv4Network(doc.guest_network.cidr)
+        if start in guest or end in guest:
+            yield FieldError(
+                "vpn.remote_access.pool_start", f"the pool overlaps the guest network {guest}"
+            )
         names: dict[str, int] = {}
         for k, user in enumerate(ra.users):
             if user.name in names:
@@ -119,3 +134,15 @@ def verify(doc: RouterDocument) -> Iterator[FieldError]:
                     f"the same name as users.{names[user.name]}",
                 )
             names.setdefault(user.name, k)
+
+
+MAX_POOL = 65_536
+
+
+def _policy_errors(loc: str, conn: SiteToSite) -> Iterator[FieldError]:
+    """IKE and ESP policies must map to strongSwan proposals (and be strong enough)."""
+    for field_name, kind in (("ike_policy", "ike"), ("esp_policy", "esp")):
+        try:
+            to_strongswan(getattr(conn, field_name), kind=kind, allow_weak=conn.allow_weak)
+        except PolicyError as exc:
+            yield FieldError(f"{loc}.{field_name}", str(exc))
