@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from router_docs import error_at, full
+
 from appliances.router import vpn_config
 from appliances.router.services.strongswan import render_conf, summarise
 from appliances.router.verify import parse_document
-from tests.unit.router_docs import error_at, full
 
 
 def doc_with(vpn: dict, **top):
