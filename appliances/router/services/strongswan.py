@@ -434,7 +434,12 @@ class StrongswanService(Service):
             return [_text(entry) for entry in v.session.list_sas()]
 
     def status(self) -> dict:
-        base = {**super().status(), "daemon": self.daemon.status(), "datapath": self.datapath}
+        return {**super().status(), "daemon": self.daemon.status(), "datapath": self.datapath}
+
+    async def live_status(self) -> dict:
+        """status() plus each connection's state, read from charon (list-sas) in a
+        thread: the vici package's calls block."""
+        base = self.status()
         if not self.daemon.running:
             base["connections"] = {
                 name: {"state": "Disconnected", "reason": "charon not running"}
@@ -442,7 +447,7 @@ class StrongswanService(Service):
             }
             return base
         try:
-            sas = self._sas()  # short, local socket
+            sas = await asyncio.to_thread(self._sas)
         except Exception as exc:  # noqa: BLE001
             base["error"] = f"list-sas: {exc}"
             return base
