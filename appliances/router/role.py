@@ -6,6 +6,7 @@ from appliances.agent.service import AgentContext, Service
 from appliances.router.document import RouterDocument
 from appliances.router.parse import RouterParser
 from appliances.router.services.dnsmasq import DnsmasqService
+from appliances.router.services.keepalived import KeepalivedService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
 
@@ -20,6 +21,11 @@ class RouterRole:
     def services(self, ctx: AgentContext) -> list[Service]:
         # Addresses first (dnsmasq binds to them), nftables before the daemons:
         # its transaction is its own check, so a refusal there touches nothing.
-        return [NetworkService(ctx), NftablesService(ctx), DnsmasqService(ctx)]
+        # Redundancy before the primary-only services: a router joining a pair
+        # pauses them before they would start.
+        redundancy = KeepalivedService(ctx)
+        services = [NetworkService(ctx), NftablesService(ctx), redundancy, DnsmasqService(ctx)]
+        redundancy.attach(services)
+        return services
 
 

@@ -5,6 +5,12 @@ Reads the kernel's state with ``ip -json`` and sends only the difference in one
 management server reaches this agent, and it is configured at boot.
 Routes Skiff adds carry their own protocol number, so the ones that are no
 longer wanted can be found and removed without touching anybody else's.
+
+In a redundant pair (the document has a ``redundancy`` section) each router puts
+only its own addresses on the interfaces; the shared ones (the interface addresses
+and public IPs of the document) and the default route belong to keepalived, which
+holds them on the primary: this service neither adds nor removes them, except once,
+when a router that held them itself joins a pair and hands them over.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from appliances.common.diff import same_items
 from appliances.common.errors import ApplyError
 from appliances.common.proc import run
 from appliances.router.document import RouterDocument
+from appliances.router.vips import shared_by_interface
 
 IP = "ip"
 #: Marks routes owned by Skiff; not one iproute2 assigns (186 would be bgp, 18 keepalived).
@@ -39,6 +46,7 @@ def _affects_network(old: RouterDocument, new: RouterDocument) -> bool:
         old.interfaces == new.interfaces
         and same_items(old.public_ips, new.public_ips)
         and old.static_routes == new.static_routes
+        and old.redundancy == new.redundancy
     )
 
 
@@ -65,6 +73,12 @@ class NetworkService(Service):
     def _plan(self, doc, links, addrs, routes) -> Change:
         commands: list[str] = []
         missing: list[str] = []
+        # Joining a pair: the addresses this router held alone go to keepalived.
+        handover = (
+            doc.redundancy is not None
+            and self._applied is not None
+            and self._applied.redundancy is None
+        )
         for iface in doc.interfaces:
             link = links.get(iface.name)
             if link is None:
@@ -82,7 +96,7 @@ class NetworkService(Service):
                 commands.append(f"link set dev {iface.name} mtu {iface.mtu}")
             if "UP" not in link.get("flags", []):
                 commands.append(f"link set dev {iface.name} up")
-            commands += _address_commands(iface, addrs.get(iface.name, {}), doc)
+            commands += _address_commands(iface, addrs.get(iface.name, {}), doc, handover)
         commands += _route_commands(doc, routes)
         summary = f"{len(commands)} change(s)" if commands else "unchanged"
         forwarding_off = FORWARDING.read_text().strip() != "1"
@@ -107,17 +121,36 @@ class NetworkService(Service):
         FORWARDING.write_text("1\n")
         self._applied = change.data.doc
 
+    async def reconcile(self, doc: RouterDocument) -> None:
+        """Compare with the kernel again and converge (after keepalived released
+        the shared addresses when the router left a pair)."""
+        self._applied = None
+        change = await self.prepare(doc)
+        if change.changed:
+            await self.check(change)
+            await self.commit(change)
 
-def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
-    wanted = {str(a) for a in iface.addresses}
-    if iface.role == "public":
-        own = {str(a.ip) for a in iface.addresses}
-        wanted |= {f"{p.ip}/32" for p in doc.public_ips if p.ip not in own}
+
+def _address_commands(iface, current: dict, doc: RouterDocument,
+                      handover: bool = False) -> list[str]:
     have = {
         f"{a['local']}/{a['prefixlen']}"
         for a in current.get("addr_info", [])
         if a.get("family") == "inet" and a.get("scope") == "global"
     }
+    if doc.redundancy is not None:
+        wanted = {str(o.address) for o in doc.redundancy.own_addresses
+                  if o.interface == iface.name}
+        shared = shared_by_interface(doc).get(iface.name, set())
+        if not handover:
+            have -= shared  # keepalived's, whether it holds them now or not
+        cmds = [f"address add {a} dev {iface.name}" for a in sorted(wanted - have)]
+        cmds += [f"address del {a} dev {iface.name}" for a in sorted(have - wanted)]
+        return cmds
+    wanted = {str(a) for a in iface.addresses}
+    if iface.role == "public":
+        own = {str(a.ip) for a in iface.addresses}
+        wanted |= {f"{p.ip}/32" for p in doc.public_ips if p.ip not in own}
     # Add before removing, so the interface never goes without an address.
     cmds = [f"address add {a} dev {iface.name}" for a in sorted(wanted - have)]
     cmds += [f"address del {a} dev {iface.name}" for a in sorted(have - wanted)]
@@ -127,7 +160,8 @@ def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
 def _route_commands(doc: RouterDocument, current: list[dict]) -> list[str]:
     wanted: dict[str, str] = {}
     public = doc.interface("public")
-    if public and public.gateway:
+    # In a pair the default route hangs on the shared public address: keepalived's.
+    if public and public.gateway and doc.redundancy is None:
         wanted["default"] = str(public.gateway)
     for route in doc.static_routes:
         wanted[str(route.cidr)] = str(route.gateway)
