@@ -13,30 +13,38 @@ from appliances.router.verify import parse_document
 
 
 def baseline_document(router_id: str, control_ip: ipaddress.IPv4Interface | str,
-                      guests: Iterable[Guest] = (), generation: int = 1) -> RouterDocument:
+                      guests: Iterable[Guest] = (), generation: int = 1,
+                      router: str = "router") -> RouterDocument:
     """Guest 10.1.1.0/24 behind 203.0.113.10 (source NAT), egress allowed, one DHCP host
-    per guest; 203.0.113.11 and .12 are spare public IPs for tests."""
+    per guest; 203.0.113.11 and .12 are spare public IPs for tests.
+
+    ``router`` picks the lab router whose MACs and addresses are used: router2 serves
+    10.1.2.0/24 behind 203.0.113.20 (spares .21, .22); rb has router's addresses with
+    its own MACs (the document of a redundant pair is the redundancy section's business).
+    """
+    spec = names.ROUTERS[router]
+    net = names.NETWORKS[spec.network]
     data = {
         "router_id": router_id,
         "generation": generation,
         "interfaces": [
-            {"role": "guest", "name": "eth0", "mac": names.ROUTER_MACS["eth0"],
-             "addresses": [f"{names.GUEST_GATEWAY}/{names.GUEST_CIDR.prefixlen}"]},
-            {"role": "control", "name": "eth1", "mac": names.ROUTER_MACS["eth1"],
+            {"role": "guest", "name": "eth0", "mac": spec.macs["eth0"],
+             "addresses": [f"{net.gateway}/{net.cidr.prefixlen}"]},
+            {"role": "control", "name": "eth1", "mac": spec.macs["eth1"],
              "addresses": [str(control_ip)]},
-            {"role": "public", "name": "eth2", "mac": names.ROUTER_MACS["eth2"],
-             "addresses": [f"{names.ROUTER_PUBLIC_IP}/{names.PUBLIC_CIDR.prefixlen}"],
+            {"role": "public", "name": "eth2", "mac": spec.macs["eth2"],
+             "addresses": [f"{spec.public_ip}/{names.PUBLIC_CIDR.prefixlen}"],
              "gateway": str(names.INTERNET_IP)},
         ],
         "guest_network": {
-            "cidr": str(names.GUEST_CIDR),
-            "gateway": str(names.GUEST_GATEWAY),
+            "cidr": str(net.cidr),
+            "gateway": str(net.gateway),
             "domain": names.DOMAIN,
             "upstream_resolvers": [str(names.INTERNET_IP)],
         },
         "public_ips": [
-            {"ip": str(names.ROUTER_PUBLIC_IP), "source_nat": True},
-            *({"ip": str(ip)} for ip in names.SPARE_PUBLIC_IPS),
+            {"ip": str(spec.public_ip), "source_nat": True},
+            *({"ip": str(ip)} for ip in spec.spare_public_ips),
         ],
         "dhcp_hosts": [dhcp_host(g) for g in sorted(guests, key=lambda g: g.index)],
         "egress": {"default_policy": "allow"},

@@ -14,9 +14,14 @@ from appliances.lab.agentclient import AgentError
 from appliances.lab.lab import Lab, LabError, check_root
 
 EPILOG = """\
-The lab lives in namespaces named skf-<name>-<role> (switch, internet, router, g1..gN)
+The lab lives in namespaces named skf-<name>-<role> (switch, internet, router, g1..gN;
+with --networks 2 also router2 and h1..hN; with --redundant rb; with --roadwarrior rw)
 plus one bridge skf-<name>-ctl in the root namespace (169.254.N.1/24, the control
-network; the router's agent listens on 169.254.N.2:8443 with mutual TLS).
+network) and one control veth per router. Agents listen with mutual TLS on
+169.254.N.2:8443 (router), .3 (rb) and .4 (router2).
+Network 1: guests 10.1.1.0/24, router public 203.0.113.10 (spares .11 .12).
+Network 2: guests 10.1.2.0/24, router2 public 203.0.113.20 (spares .21 .22).
+rw: 203.0.113.50 on the public segment, default route via the internet 203.0.113.1.
 State folder: --state-dir, else $SKIFF_LAB_DIR/<name>, else /var/lib/skiff/lab/<name>.
 """
 
@@ -55,7 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "start the guests and wait for their leases. Prints the lab "
                         "description as JSON (also saved as lab.json in the state folder).")
     _common(p)
-    p.add_argument("--guests", type=int, default=2, help="number of guests g1..gN (default 2)")
+    p.add_argument("--guests", type=int, default=2,
+                   help="guests per network: g1..gN, and h1..hN in network 2 (default 2)")
+    p.add_argument("--networks", type=int, choices=(1, 2), default=1,
+                   help="isolated guest networks; 2 adds router2 with guests h1..hN in "
+                   "10.1.2.0/24 and public IP 203.0.113.20 on the same public segment")
+    p.add_argument("--redundant", action="store_true",
+                   help="add router rb on the same guest and public segments as router, "
+                   "with its own agent (169.254.N.3); no document is applied to it")
+    p.add_argument("--roadwarrior", action="store_true",
+                   help="add the client namespace rw (203.0.113.50 on the public segment, "
+                   "default route via 203.0.113.1)")
     p.set_defaults(func=_up)
 
     p = cmds.add_parser("down", help="remove everything of the lab",
@@ -72,12 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_status)
 
     p = cmds.add_parser("exec", help="run a command in a lab namespace",
-                        description="Run CMD in the namespace TARGET (internet, router, switch "
-                        "or a guest g1..gN); its exit code is passed through. In the router, "
-                        "the command also sees the agent's private /run.",
+                        description="Run CMD in the namespace TARGET (internet, switch, a router: "
+                        "router, router2, rb; rw, or a guest g1..gN, h1..hN); its exit code is "
+                        "passed through. In a router, the command also sees its agent's "
+                        "private /run.",
                         usage="%(prog)s [--name NAME] [--state-dir DIR] TARGET -- CMD...")
     _common(p)
-    p.add_argument("target", metavar="TARGET", help="internet, router, switch or g1..gN")
+    p.add_argument("target", metavar="TARGET",
+                   help="internet, switch, router, router2, rb, rw, g1..gN or h1..hN")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=_exec)
 
@@ -86,6 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with the lab's client certificate and print the reply. Exit code 0 "
                         "when the agent applied it.")
     _common(p)
+    p.add_argument("--router", default="router",
+                   help="the router whose agent gets it: router (default), router2 or rb")
     p.add_argument("file", metavar="FILE", help="router document (JSON), or - for stdin")
     p.set_defaults(func=_apply)
 
@@ -119,7 +138,8 @@ def _up(args: argparse.Namespace) -> int:
         return _fail(exc)
     lab = _lab(args)
     try:
-        desc = asyncio.run(lab.up(guests=args.guests))
+        desc = asyncio.run(lab.up(guests=args.guests, networks=args.networks,
+                                  redundant=args.redundant, roadwarrior=args.roadwarrior))
     except (LabError, AgentError, netns.CommandError) as exc:
         hint = ""
         if asyncio.run(lab.leftovers()):
@@ -153,7 +173,7 @@ def _status(args: argparse.Namespace) -> int:
     print(json.dumps(desc, indent=2))
     alive = desc["alive"]
     healthy = (all(alive["namespaces"].values()) and all(alive["processes"].values())
-               and alive["agent_health"].get("status") == 200)
+               and all(h.get("status") == 200 for h in alive["agents_health"].values()))
     return 0 if healthy else 1
 
 
@@ -191,11 +211,12 @@ def _apply(args: argparse.Namespace) -> int:
         return _fail(f"cannot read a JSON document from {args.file}: {exc}")
     try:
         lab = _load(args)
-        reply = asyncio.run(lab.agent().put_config(document))
+        reply = asyncio.run(lab.agent(args.router).put_config(document))
     except (LabError, OSError) as exc:
         return _fail(exc)
     except Exception as exc:  # noqa: BLE001 - aiohttp errors: say where we tried to connect
-        return _fail(f"cannot reach the agent at {lab.agent_url}: {type(exc).__name__}: {exc}")
+        return _fail(f"cannot reach the agent at {lab.agent_url_of(args.router)}: "
+                     f"{type(exc).__name__}: {exc}")
     print(f"HTTP {reply.status}", file=sys.stderr)
     print(json.dumps(reply.body, indent=2) if not isinstance(reply.body, str) else reply.body)
     return 0 if reply.ok else 1

@@ -7,6 +7,14 @@ Usage (as root)::
     res = await lab.run_in("g1", ["wget", "-qO-", "http://203.0.113.1/"])
     await lab.down()
 
+Options of ``up``: ``networks=2`` adds a second isolated network (router2, guests
+h1..hN in 10.1.2.0/24, public 203.0.113.20); ``redundant=True`` adds router "rb" on
+the same segments as "router" (its agent runs, no document is applied to it);
+``roadwarrior=True`` adds the client namespace "rw" (203.0.113.50 on the public
+segment). Everything that means a router takes its name: ``lab.apply(doc,
+router="router2")``, ``lab.agent("rb")``, ``lab.run_in("router2", ...)``; the default
+is "router".
+
 ``down`` works from the lab name alone (the ``skf-<lab>-`` prefix), so it also
 cleans up after a crash that lost the state folder.
 """
@@ -28,7 +36,7 @@ from appliances.lab import daemons, names, netns, topology
 from appliances.lab.agentclient import AgentClient, AgentError, Reply
 from appliances.lab.baseline import baseline_document, derive, dhcp_host
 from appliances.lab.names import Guest, LabNames
-from appliances.lab.pki import PkiPaths, create_lab_pki
+from appliances.lab.pki import PkiPaths, add_server_cert, create_lab_pki
 from appliances.router.document import RouterDocument
 from appliances.router.verify import parse_document
 
@@ -76,17 +84,55 @@ class Lab:
         self.control_octet: int | None = None
         self.guests: dict[str, Guest] = {}
         self.pids: dict[str, int] = {}
-        self.document: RouterDocument | None = None
+        #: Last document applied per router name.
+        self.documents: dict[str, RouterDocument] = {}
+        self.networks = 1
+        self.redundant = False
+        self.roadwarrior = False
 
     # -- paths and names -----------------------------------------------------------------
+
+    @property
+    def document(self) -> RouterDocument | None:
+        """The last document applied to "router" (see ``documents`` for the others)."""
+        return self.documents.get("router")
+
+    @document.setter
+    def document(self, doc: RouterDocument | None) -> None:
+        if doc is None:
+            self.documents.pop("router", None)
+        else:
+            self.documents["router"] = doc
+
+    @property
+    def routers(self) -> tuple[str, ...]:
+        """Names of the routers this lab has: router, then rb, router2 when built."""
+        extra = ((names.REDUNDANT_ROUTER,) if self.redundant else ()) + tuple(
+            names.NETWORKS[k].router for k in range(2, self.networks + 1))
+        return ("router", *extra)
+
+    def _spec(self, router: str) -> names.RouterSpec:
+        if router not in self.routers:
+            raise LabError(f"lab {self.name} has no router {router!r} (it has "
+                           f"{', '.join(self.routers)})")
+        return names.ROUTERS[router]
 
     @property
     def router_id(self) -> str:
         return self.names.router_id
 
+    def router_id_of(self, router: str = "router") -> str:
+        return self._spec(router).router_id(self.name)
+
     @property
     def pki(self) -> PkiPaths:
         return PkiPaths.in_dir(self.state_dir / "pki")
+
+    def pki_of(self, router: str = "router") -> PkiPaths:
+        """The lab PKI with the server certificate of that router's agent."""
+        self._spec(router)
+        return PkiPaths.in_dir(self.state_dir / "pki",
+                               "server" if router == "router" else f"server-{router}")
 
     @property
     def log_dir(self) -> Path:
@@ -100,17 +146,26 @@ class Lab:
 
     @property
     def control_ip(self) -> str:
+        return self.control_ip_of("router")
+
+    def control_ip_of(self, router: str = "router") -> str:
         if self.control_octet is None:
             raise LabError(f"lab {self.name} has no control subnet yet: run skiff lab up")
-        return str(names.control_addresses(self.control_octet)[1].ip)
+        self._spec(router)
+        return str(names.control_addresses(self.control_octet, router)[1].ip)
 
     @property
     def agent_url(self) -> str:
-        return f"https://{self.control_ip}:{names.AGENT_PORT}"
+        return self.agent_url_of("router")
+
+    def agent_url_of(self, router: str = "router") -> str:
+        return f"https://{self.control_ip_of(router)}:{names.AGENT_PORT}"
 
     def ns(self, role: str) -> str:
-        """Namespace name of a role: switch, internet, router or a guest name (g1...)."""
-        if role not in ("switch", "internet", "router") and role not in self.guests:
+        """Namespace name of a role: switch, internet, a router (router, router2, rb),
+        rw or a guest name (g1..., h1...)."""
+        fixed = ("switch", "internet", names.ROADWARRIOR, *names.ROUTERS)
+        if role not in fixed and role not in self.guests:
             Guest.from_name(role)  # raises for a name that cannot be a guest
         return self.names.ns(role)
 
@@ -123,8 +178,8 @@ class Lab:
         /run), when the agent is running.
         """
         ns = self.ns(role)
-        if role == "router":
-            pid = self.pids.get("agent")
+        if role in names.ROUTERS:
+            pid = self.pids.get(names.ROUTERS[role].agent_key)
             if pid and _in_namespace(pid, ns):
                 return ["nsenter", "-t", str(pid), "-m", "-n", "--", *argv]
         return netns.exec_argv(ns, argv)
@@ -144,56 +199,73 @@ class Lab:
 
     # -- the agent -----------------------------------------------------------------------
 
-    def agent(self, timeout: float = 60.0) -> AgentClient:
-        return AgentClient(self.agent_url, self.router_id, self.pki, timeout=timeout)
+    def agent(self, router: str = "router", timeout: float = 60.0) -> AgentClient:
+        """Client of a router's agent (mutual TLS, checks the certificate names its id)."""
+        return AgentClient(self.agent_url_of(router), self.router_id_of(router),
+                           self.pki_of(router), timeout=timeout)
 
-    async def put_config(self, document: RouterDocument | dict) -> Reply:
+    def baseline(self, router: str = "router", generation: int = 1) -> RouterDocument:
+        """The lab's baseline document for a router (its MACs, addresses, its guests)."""
+        if self.control_octet is None:
+            raise LabError(f"lab {self.name} has no control subnet yet: run skiff lab up")
+        spec = self._spec(router)
+        guests = [g for g in self.guests.values() if g.network == spec.network]
+        return baseline_document(self.router_id_of(router),
+                                 names.control_addresses(self.control_octet, router)[1],
+                                 guests, generation, router=router)
+
+    async def put_config(self, document: RouterDocument | dict,
+                         router: str = "router") -> Reply:
         """PUT a document (valid or not) and return the agent's reply as is."""
-        reply = await self.agent().put_config(document)
+        reply = await self.agent(router).put_config(document)
         if reply.ok and isinstance(document, RouterDocument):
-            self.document = document
+            self.documents[router] = document
             self.save()
         return reply
 
-    async def apply(self, document: RouterDocument) -> Reply:
+    async def apply(self, document: RouterDocument, router: str = "router") -> Reply:
         """PUT a document and raise AgentError unless it was applied; remember it."""
-        reply = await self.agent().apply(document)
-        self.document = document
+        reply = await self.agent(router).apply(document)
+        self.documents[router] = document
         self.save()
         return reply
 
-    def derive(self, **changes: Any) -> RouterDocument:
-        """The last applied document with fields replaced and the generation bumped."""
-        if self.document is None:
-            raise LabError("no document applied yet")
-        return derive(self.document, **changes)
+    def derive(self, router: str = "router", **changes: Any) -> RouterDocument:
+        """The last document applied to router with fields replaced and the generation
+        bumped."""
+        if router not in self.documents:
+            raise LabError(f"no document applied to {router} yet")
+        return derive(self.documents[router], **changes)
 
-    async def start_agent(self) -> int:
-        agent_dir = self.state_dir / "agent"
+    async def start_agent(self, router: str = "router") -> int:
+        spec = self._spec(router)
+        agent_dir = self.state_dir / ("agent" if router == "router" else f"agent-{router}")
         agent_dir.mkdir(parents=True, exist_ok=True)
-        pki = self.pki
+        pki = self.pki_of(router)
         argv = [
             "unshare", "--mount", "--propagation", "private", "--",
             sys.executable, "-m", "appliances.lab.nsinit", "--tmpfs", "/run", "--",
             *self.agent_cmd,
-            "--role", "router", "--id", self.router_id, "--state-dir", str(agent_dir),
-            "--listen", self.control_ip, "--port", str(names.AGENT_PORT),
+            "--role", "router", "--id", self.router_id_of(router), "--state-dir", str(agent_dir),
+            "--listen", self.control_ip_of(router), "--port", str(names.AGENT_PORT),
             "--ca", str(pki.ca_cert), "--cert", str(pki.server_cert), "--key", str(pki.server_key),
         ]
-        pid = self.spawn_in("router", "agent", argv)
+        key = spec.agent_key
+        pid = self.spawn_in(router, key, argv)
         self.save()
-        self.progress(f"agent started (pid {pid}), waiting for {self.agent_url}/v1/health")
+        self.progress(f"{router} agent started (pid {pid}), waiting for "
+                      f"{self.agent_url_of(router)}/v1/health")
         try:
-            await self.agent().wait_healthy(
+            await self.agent(router).wait_healthy(
                 AGENT_HEALTH_TIMEOUT, alive=lambda: daemons.exited(pid) is None
                 and netns.pid_alive(pid))
         except AgentError as exc:
-            raise LabError(f"{exc}; see the agent log {self.log('agent')}:\n"
-                           f"{daemons.tail(self.log('agent'))}") from None
+            raise LabError(f"{exc}; see the agent log {self.log(key)}:\n"
+                           f"{daemons.tail(self.log(key))}") from None
         return pid
 
-    async def stop_agent(self, grace: float = 5.0) -> None:
-        pid = self.pids.pop("agent", None)
+    async def stop_agent(self, router: str = "router", grace: float = 5.0) -> None:
+        pid = self.pids.pop(self._spec(router).agent_key, None)
         if pid:
             await netns.kill_pids(lambda: [pid] if netns.pid_alive(pid) else [], grace)
             daemons.reap()
@@ -201,45 +273,63 @@ class Lab:
 
     # -- up ------------------------------------------------------------------------------
 
-    async def up(self, guests: int = 2, *, lease_timeout: float = LEASE_TIMEOUT) -> dict:
-        """Build the lab, start the agent, apply the baseline document, start the guests.
+    async def up(self, guests: int = 2, networks: int = 1, redundant: bool = False,
+                 roadwarrior: bool = False, *, lease_timeout: float = LEASE_TIMEOUT) -> dict:
+        """Build the lab, start the agents, apply the baseline documents, start the guests.
 
-        Leftovers of a lab with the same name are removed first.
+        ``guests`` is per network (g1..gN in network 1, h1..hN in network 2). The
+        redundant router rb gets an agent but no document. Leftovers of a lab with the
+        same name are removed first.
         """
         check_root()
         check_tools()
         if not 0 <= guests <= names.MAX_GUESTS:
             raise LabError(f"--guests must be between 0 and {names.MAX_GUESTS}")
+        if not 1 <= networks <= names.MAX_NETWORKS:
+            raise LabError(f"--networks must be between 1 and {names.MAX_NETWORKS}")
         if await self.leftovers():
             self.progress(f"removing leftovers of lab {self.name}")
         await self.down(quiet=True)
         self._make_state_dir()
-        self.guests, self.pids, self.document = {}, {}, None
+        self.guests, self.pids, self.documents = {}, {}, {}
+        self.networks, self.redundant, self.roadwarrior = networks, redundant, roadwarrior
         n = self.names
 
         self.progress(f"building namespaces {n.prefix}*")
-        await topology.build_switch(n)
-        await asyncio.gather(topology.build_internet(n), topology.build_router(n))
+        await topology.build_switch(n, networks)
+        await asyncio.gather(topology.build_internet(n),
+                             *(topology.build_router(n, r) for r in self.routers))
+        if roadwarrior:
+            await topology.build_roadwarrior(n)
         async with topology.allocation_lock():
             self.control_octet = await topology.choose_control_octet(self.name)
-            await topology.build_control(n, self.control_octet)
+            await topology.build_control(n, self.control_octet, self.routers)
         self.save()
-        self.progress(f"control network {n.control_bridge}: host "
-                      f"169.254.{self.control_octet}.1, router {self.control_ip}")
+        self.progress(f"control network {n.control_bridge}: host 169.254.{self.control_octet}.1, "
+                      + ", ".join(f"{r} {self.control_ip_of(r)}" for r in self.routers))
         self._start_internet()
 
         self.progress("creating the lab PKI")
         await asyncio.to_thread(create_lab_pki, self.state_dir / "pki", self.router_id,
                                 self.control_ip)
-        await self.start_agent()
-        wanted = [Guest(k) for k in range(1, guests + 1)]
-        doc = baseline_document(self.router_id, names.control_addresses(self.control_octet)[1],
-                                wanted)
-        self.progress(f"applying the baseline document (generation {doc.generation})")
-        try:
-            await self.apply(doc)
-        except AgentError as exc:
-            raise LabError(f"{exc}; see the agent log {self.log('agent')}") from None
+        for router in self.routers[1:]:
+            await asyncio.to_thread(add_server_cert, self.state_dir / "pki",
+                                    self.router_id_of(router), self.control_ip_of(router),
+                                    f"server-{router}")
+        await asyncio.gather(*(self.start_agent(r) for r in self.routers))
+        wanted = [Guest(k, net) for net in range(1, networks + 1) for k in range(1, guests + 1)]
+        self.guests = {g.name: g for g in wanted}  # baseline() reads them
+        for net in range(1, networks + 1):
+            router = names.NETWORKS[net].router
+            doc = self.baseline(router)
+            self.progress(f"applying the baseline document to {router} "
+                          f"(generation {doc.generation})")
+            try:
+                await self.apply(doc, router)
+            except AgentError as exc:
+                key = names.ROUTERS[router].agent_key
+                raise LabError(f"{exc}; see the agent log {self.log(key)}") from None
+        self.guests = {}
 
         if wanted:
             self.progress(f"starting guests {', '.join(g.name for g in wanted)}")
@@ -335,17 +425,23 @@ class Lab:
             raise LabError(f"no DHCP lease for {', '.join(pending)} within {timeout:.0f} s; "
                            f"see {logs} and the agent log {self.log('agent')}")
 
-    async def add_guest(self, index: int | None = None, *, wait: bool = True,
+    async def add_guest(self, index: int | None = None, *, network: int = 1, wait: bool = True,
                         timeout: float = LEASE_TIMEOUT) -> Guest:
-        """Add guest gK (next free K by default): DHCP host in the document, then the guest."""
+        """Add guest gK (hK in network 2; next free K by default): DHCP host in the
+        network router's document, then the guest."""
+        if network not in names.NETWORKS or network > self.networks:
+            raise LabError(f"lab {self.name} has no network {network}")
         if index is None:
-            index = next(k for k in range(1, names.MAX_GUESTS + 1) if f"g{k}" not in self.guests)
-        guest = Guest(index)
+            index = next(k for k in range(1, names.MAX_GUESTS + 1)
+                         if Guest(k, network).name not in self.guests)
+        guest = Guest(index, network)
         if guest.name in self.guests:
             raise LabError(f"guest {guest.name} already exists")
-        if self.document is not None:
-            hosts = [h for h in self.document.dhcp_hosts if h.mac != guest.mac]
-            await self.apply(self.derive(dhcp_hosts=[*hosts, dhcp_host(guest)]))
+        router = names.NETWORKS[network].router
+        doc = self.documents.get(router)
+        if doc is not None:
+            hosts = [h for h in doc.dhcp_hosts if h.mac != guest.mac]
+            await self.apply(self.derive(router, dhcp_hosts=[*hosts, dhcp_host(guest)]), router)
         await self._start_guest(guest)
         self.save()
         if wait:
@@ -359,10 +455,12 @@ class Lab:
             self.pids.pop(key, None)
         self.lease_file(name).unlink(missing_ok=True)
         daemons.reap()
-        if self.document is not None:
-            hosts = [h for h in self.document.dhcp_hosts if h.mac != guest.mac]
-            if len(hosts) != len(self.document.dhcp_hosts):
-                await self.apply(self.derive(dhcp_hosts=hosts))
+        router = names.NETWORKS[guest.network].router
+        doc = self.documents.get(router)
+        if doc is not None:
+            hosts = [h for h in doc.dhcp_hosts if h.mac != guest.mac]
+            if len(hosts) != len(doc.dhcp_hosts):
+                await self.apply(self.derive(router, dhcp_hosts=hosts), router)
         self.save()
 
     async def renew(self, guest: str, timeout: float = 10.0) -> dict[str, str]:
@@ -443,8 +541,10 @@ class Lab:
             "name": self.name,
             "prefix": n.prefix,
             "state_dir": str(self.state_dir),
-            "namespaces": {role: n.ns(role) for role in ("switch", "internet", "router",
-                                                         *sorted(self.guests, key=_guest_key))},
+            "namespaces": {role: n.ns(role) for role in (
+                "switch", "internet", *self.routers,
+                *((names.ROADWARRIOR,) if self.roadwarrior else ()),
+                *sorted(self.guests, key=_guest_key))},
             "router": {
                 "id": self.router_id,
                 "namespace": n.router,
@@ -456,6 +556,21 @@ class Lab:
                 "agent_log": str(self.log("agent")),
                 "generation": self.document.generation if self.document else None,
             },
+            "routers": {r: self._describe_router(r) for r in self.routers},
+            "networks": [
+                {"index": k, "bridge": names.NETWORKS[k].bridge,
+                 "cidr": str(names.NETWORKS[k].cidr), "gateway": str(names.NETWORKS[k].gateway),
+                 "router": names.NETWORKS[k].router,
+                 "guest_names": f"{names.NETWORKS[k].guest_letter}1..N"}
+                for k in range(1, self.networks + 1)
+            ],
+            "redundant": self.redundant,
+            "roadwarrior": {
+                "namespace": n.ns(names.ROADWARRIOR),
+                "ip": f"{names.ROADWARRIOR_IP}/{names.PUBLIC_CIDR.prefixlen}",
+                "default_route": str(names.INTERNET_IP),
+                "note": "on the public segment: reaches every router's public IP directly",
+            } if self.roadwarrior else None,
             "control": control,
             "internet": {
                 "namespace": n.internet,
@@ -472,11 +587,31 @@ class Lab:
                 "server_cert": str(self.pki.server_cert),
             },
             "guests": [
-                {"name": g.name, "namespace": n.ns(g.name), "mac": g.mac, "ip": str(g.ip),
-                 "lease": (self.lease(g.name) or {}).get("ip")}
-                for g in sorted(self.guests.values(), key=lambda g: g.index)
+                {"name": g.name, "network": g.network, "namespace": n.ns(g.name), "mac": g.mac,
+                 "ip": str(g.ip), "lease": (self.lease(g.name) or {}).get("ip")}
+                for g in sorted(self.guests.values(), key=lambda g: (g.network, g.index))
             ],
             "pids": dict(self.pids),
+        }
+
+    def _describe_router(self, router: str) -> dict:
+        spec = names.ROUTERS[router]
+        net = names.NETWORKS[spec.network]
+        up = self.control_octet is not None
+        doc = self.documents.get(router)
+        return {
+            "id": self.router_id_of(router),
+            "namespace": self.names.ns(router),
+            "network": spec.network,
+            "guest_ip": f"{net.gateway}/{net.cidr.prefixlen}",
+            "public_ip": f"{spec.public_ip}/{names.PUBLIC_CIDR.prefixlen}",
+            "spare_public_ips": [str(ip) for ip in spec.spare_public_ips],
+            "macs": dict(spec.macs),
+            "control_ip": self.control_ip_of(router) if up else None,
+            "agent_url": self.agent_url_of(router) if up else None,
+            "agent_log": str(self.log(spec.agent_key)),
+            "server_cert": str(self.pki_of(router).server_cert),
+            "generation": doc.generation if doc else None,
         }
 
     def save(self) -> None:
@@ -485,8 +620,12 @@ class Lab:
         data = self.describe()
         data["_state"] = {
             "control_octet": self.control_octet,
-            "guests": sorted(g.index for g in self.guests.values()),
+            "guests": sorted(self.guests, key=_guest_key),
+            "networks": self.networks,
+            "redundant": self.redundant,
+            "roadwarrior": self.roadwarrior,
             "document": self.document.model_dump(mode="json") if self.document else None,
+            "documents": {r: d.model_dump(mode="json") for r, d in self.documents.items()},
             "agent_cmd": self.agent_cmd,
         }
         tmp = self.state_dir / f".{STATE_FILE}.tmp"
@@ -506,11 +645,18 @@ class Lab:
                            "(or pass the --state-dir it was built with)") from None
         state = data.get("_state", {})
         lab.control_octet = state.get("control_octet")
-        lab.guests = {f"g{k}": Guest(k) for k in state.get("guests", [])}
+        guests = [Guest(k) if isinstance(k, int) else Guest.from_name(k)
+                  for k in state.get("guests", [])]
+        lab.guests = {g.name: g for g in guests}
+        lab.networks = int(state.get("networks", 1))
+        lab.redundant = bool(state.get("redundant", False))
+        lab.roadwarrior = bool(state.get("roadwarrior", False))
         lab.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
         lab.agent_cmd = state.get("agent_cmd") or lab.agent_cmd
         if state.get("document"):
             lab.document = parse_document(state["document"])
+        for router, doc in (state.get("documents") or {}).items():
+            lab.documents[router] = parse_document(doc)
         return lab
 
     async def status(self) -> dict:
@@ -521,11 +667,15 @@ class Lab:
             "namespaces": {role: ns in existing for role, ns in desc["namespaces"].items()},
             "processes": {key: netns.pid_alive(pid) for key, pid in self.pids.items()},
         }
-        try:
-            reply = await self.agent(timeout=5).health(timeout=5)
-            desc["alive"]["agent_health"] = {"status": reply.status, "body": reply.body}
-        except Exception as exc:  # noqa: BLE001 - any failure is a status to report
-            desc["alive"]["agent_health"] = {"error": f"{type(exc).__name__}: {exc}"}
+        health = {}
+        for router in self.routers:
+            try:
+                reply = await self.agent(router, timeout=5).health(timeout=5)
+                health[router] = {"status": reply.status, "body": reply.body}
+            except Exception as exc:  # noqa: BLE001 - any failure is a status to report
+                health[router] = {"error": f"{type(exc).__name__}: {exc}"}
+        desc["alive"]["agent_health"] = health["router"]
+        desc["alive"]["agents_health"] = health
         return desc
 
 
@@ -538,8 +688,9 @@ def _remove_if_empty(d: Path) -> bool:
     return False
 
 
-def _guest_key(name: str) -> int:
-    return Guest.from_name(name).index
+def _guest_key(name: str) -> tuple[int, int]:
+    guest = Guest.from_name(name)
+    return guest.network, guest.index
 
 
 def _in_namespace(pid: int, ns: str) -> bool:

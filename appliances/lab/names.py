@@ -41,7 +41,89 @@ ROUTER_MACS = {
 }
 INTERNET_MAC = "52:54:00:01:02:01"
 
-GUEST_NAME_RE = re.compile(r"^g([1-9][0-9]{0,2})$")
+GUEST_NAME_RE = re.compile(r"^([gh])([1-9][0-9]{0,2})$")
+
+#: The road-warrior client of ``--roadwarrior``: a namespace "rw" on the public segment
+#: (so it reaches every router's public address directly), default route via the internet.
+ROADWARRIOR = "rw"
+ROADWARRIOR_IP = ipaddress.IPv4Address("203.0.113.50")
+ROADWARRIOR_MAC = "52:54:00:01:02:32"
+
+
+@dataclass(frozen=True)
+class Network:
+    """One isolated guest network of the lab: its bridge, CIDR and guest name letter."""
+
+    index: int
+    bridge: str
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    guest_letter: str
+
+    @property
+    def router(self) -> str:
+        """Name of the (first) router of this network."""
+        return "router" if self.index == 1 else f"router{self.index}"
+
+
+NETWORKS = {
+    1: Network(1, "guest", GUEST_CIDR, GUEST_GATEWAY, "g"),
+    2: Network(2, "guest2", ipaddress.IPv4Network("10.1.2.0/24"),
+               ipaddress.IPv4Address("10.1.2.1"), "h"),
+}
+MAX_NETWORKS = len(NETWORKS)
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """One router of the lab: namespace role, network, MACs, public and control addresses.
+
+    ``tag`` is short: it ends the root-namespace control veth (skf-<lab>-cv<tag>) and
+    starts the router's switch ports (<tag>-guest, <tag>-public).
+    """
+
+    name: str
+    network: int
+    tag: str
+    control_host: int
+    macs: dict[str, str]
+    public_ip: ipaddress.IPv4Address
+    spare_public_ips: tuple[ipaddress.IPv4Address, ...]
+
+    def router_id(self, lab: str) -> str:
+        return f"r-{lab}" if self.name == "router" else f"r-{lab}-{self.name}"
+
+    @property
+    def agent_key(self) -> str:
+        """Key of the router's agent in Lab.pids and name of its log."""
+        return "agent" if self.name == "router" else f"agent-{self.name}"
+
+    @property
+    def port_guest(self) -> str:
+        return f"{self.tag}-guest"
+
+    @property
+    def port_public(self) -> str:
+        return f"{self.tag}-public"
+
+
+def _ip(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(text)
+
+
+#: Every router the lab can build. "rb" is the second router of a redundant pair: the
+#: same guest and public segments as "router", its own MACs and control address.
+ROUTERS = {
+    "router": RouterSpec("router", 1, "rtr", 2, ROUTER_MACS, ROUTER_PUBLIC_IP,
+                         SPARE_PUBLIC_IPS),
+    "router2": RouterSpec("router2", 2, "r2", 4, {
+        "eth0": "52:54:00:02:01:01", "eth1": "52:54:00:01:03:04", "eth2": "52:54:00:02:02:14",
+    }, _ip("203.0.113.20"), (_ip("203.0.113.21"), _ip("203.0.113.22"))),
+    "rb": RouterSpec("rb", 1, "rb", 3, {
+        "eth0": "52:54:00:01:01:03", "eth1": "52:54:00:01:03:03", "eth2": "52:54:00:01:02:0b",
+    }, ROUTER_PUBLIC_IP, SPARE_PUBLIC_IPS),
+}
+REDUNDANT_ROUTER = "rb"
 
 
 class LabNameError(ValueError):
@@ -59,32 +141,37 @@ def check_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Guest:
-    """One guest instance of the lab: name gK, fixed MAC and DHCP address."""
+    """One guest instance of the lab: name gK (network 1) or hK (network 2), fixed MAC
+    52:54:00:<network>:01:<10+K> and DHCP address <network CIDR>.<10+K>."""
 
     index: int
+    network: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.index <= MAX_GUESTS:
             raise ValueError(f"guest index {self.index} is outside 1..{MAX_GUESTS}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"guest network {self.network} is outside 1..{MAX_NETWORKS}")
 
     @classmethod
     def from_name(cls, name: str) -> Guest:
         m = GUEST_NAME_RE.match(name)
         if not m:
-            raise ValueError(f"{name!r} is not a guest name (g1, g2, ...)")
-        return cls(int(m.group(1)))
+            raise ValueError(f"{name!r} is not a guest name (g1, g2, ... or h1, h2, ...)")
+        network = next(k for k, net in NETWORKS.items() if net.guest_letter == m.group(1))
+        return cls(int(m.group(2)), network)
 
     @property
     def name(self) -> str:
-        return f"g{self.index}"
+        return f"{NETWORKS[self.network].guest_letter}{self.index}"
 
     @property
     def mac(self) -> str:
-        return f"52:54:00:01:01:{10 + self.index:02x}"
+        return f"52:54:00:{self.network:02x}:01:{10 + self.index:02x}"
 
     @property
     def ip(self) -> ipaddress.IPv4Address:
-        return GUEST_CIDR.network_address + 10 + self.index
+        return NETWORKS[self.network].cidr.network_address + 10 + self.index
 
 
 @dataclass(frozen=True)
@@ -116,6 +203,11 @@ class LabNames:
     def router(self) -> str:
         return self.ns("router")
 
+    def control_veth_of(self, router: str) -> str:
+        """Root-namespace end of a router's control veth: skf-<lab>-cv, -cv2, -cvb."""
+        tag = "" if router == "router" else router.removeprefix("router").removeprefix("r")
+        return f"{self.prefix}cv{tag}"
+
     @property
     def control_bridge(self) -> str:
         return f"{self.prefix}ctl"
@@ -133,9 +225,11 @@ class LabNames:
         return ns[len(self.prefix):] if ns.startswith(self.prefix) else None
 
 
-def control_addresses(octet: int) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Interface]:
-    """(host bridge address, router eth1 address) of control subnet 169.254.<octet>.0/24."""
+def control_addresses(octet: int, router: str = "router",
+                      ) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Interface]:
+    """(host bridge address, router eth1 address) of control subnet 169.254.<octet>.0/24:
+    .2 for router, .3 for rb, .4 for router2."""
     return (
         ipaddress.IPv4Interface(f"169.254.{octet}.1/24"),
-        ipaddress.IPv4Interface(f"169.254.{octet}.2/24"),
+        ipaddress.IPv4Interface(f"169.254.{octet}.{ROUTERS[router].control_host}/24"),
     )

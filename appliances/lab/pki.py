@@ -34,8 +34,9 @@ class PkiPaths:
     client_key: Path
 
     @classmethod
-    def in_dir(cls, d: Path) -> PkiPaths:
-        return cls(d / "ca.pem", d / "ca.key", d / "server.pem", d / "server.key",
+    def in_dir(cls, d: Path, server: str = "server") -> PkiPaths:
+        """Paths in d; ``server`` names the server certificate's files (one per router)."""
+        return cls(d / "ca.pem", d / "ca.key", d / f"{server}.pem", d / f"{server}.key",
                    d / "client.pem", d / "client.key")
 
     def as_dict(self) -> dict[str, str]:
@@ -122,6 +123,23 @@ def create_lab_pki(directory: Path, appliance_id: str,
     _write_cert(paths.server_cert, server_cert)
     _write_key(paths.client_key, client_key)
     _write_cert(paths.client_cert, client_cert)
+    return paths
+
+
+def add_server_cert(directory: Path, appliance_id: str, control_ip: ipaddress.IPv4Address | str,
+                    server: str) -> PkiPaths:
+    """Issue another server certificate from the lab CA in directory (one more router):
+    files <server>.pem and <server>.key, naming appliance_id and control_ip."""
+    paths = PkiPaths.in_dir(directory, server)
+    ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key, cert = _leaf(
+        appliance_id, ca_cert, ca_key, ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName(appliance_id), x509.IPAddress(ipaddress.IPv4Address(str(control_ip)))],
+    )
+    _write_key(paths.server_key, key)
+    _write_cert(paths.server_cert, cert)
     return paths
 
 

@@ -124,6 +124,9 @@ async def running_lab(
     name: str | None = None,
     guests: int = 2,
     *,
+    networks: int = 1,
+    redundant: bool = False,
+    roadwarrior: bool = False,
     state_dir: str | Path | None = None,
     agent_cmd: Sequence[str] | None = None,
     progress: Progress | None = None,
@@ -143,7 +146,8 @@ async def running_lab(
                   progress=progress or (lambda msg: print(f"lab {name}: {msg}",
                                                           file=sys.stderr)))
         try:
-            await lab.up(guests=guests)
+            await lab.up(guests=guests, networks=networks, redundant=redundant,
+                         roadwarrior=roadwarrior)
             yield lab
         except BaseException as exc:
             if keep_logs_on_error and lab.log_dir.is_dir():

@@ -24,9 +24,11 @@ PUBLIC_BRIDGE = "public"
 ALLOC_LOCK = Path("/run/lock/skiff-lab.lock")
 
 
-async def build_switch(n: LabNames) -> None:
+async def build_switch(n: LabNames, networks: int = 1) -> None:
+    """The switch: bridge "public" plus one guest bridge per network (guest, guest2)."""
     await netns.add_namespace(n.switch)
-    await netns.add_bridge(GUEST_BRIDGE, n.switch)
+    for k in range(1, networks + 1):
+        await netns.add_bridge(names.NETWORKS[k].bridge, n.switch)
     await netns.add_bridge(PUBLIC_BRIDGE, n.switch)
 
 
@@ -48,35 +50,51 @@ async def build_internet(n: LabNames) -> None:
         await netns.add_address("lo", f"{ip}/32", ns)
 
 
-async def build_router(n: LabNames) -> None:
-    """The router's NICs: eth0 on the guest segment, eth2 on the public one.
+async def build_router(n: LabNames, router: str = "router") -> None:
+    """A router's NICs: eth0 on its network's guest segment, eth2 on the public one.
 
     Their addresses come from the router document (the agent's job); the lab only
     plugs the cables and turns on forwarding, as a hypervisor and boot would.
     """
-    ns = n.router
+    spec = names.ROUTERS[router]
+    ns = n.ns(router)
     await netns.add_namespace(ns)
-    await plug(n, "rtr-guest", GUEST_BRIDGE, ns, "eth0", names.ROUTER_MACS["eth0"])
-    await plug(n, "rtr-public", PUBLIC_BRIDGE, ns, "eth2", names.ROUTER_MACS["eth2"])
+    await plug(n, spec.port_guest, names.NETWORKS[spec.network].bridge, ns, "eth0",
+               spec.macs["eth0"])
+    await plug(n, spec.port_public, PUBLIC_BRIDGE, ns, "eth2", spec.macs["eth2"])
     await netns.sysctl(ns, "net.ipv4.ip_forward", "1")
 
 
-async def build_control(n: LabNames, octet: int) -> None:
-    """Root-namespace bridge 169.254.<octet>.1/24 and the router's eth1 169.254.<octet>.2/24."""
-    host, router = names.control_addresses(octet)
+async def build_control(n: LabNames, octet: int, routers: tuple[str, ...] = ("router",)) -> None:
+    """Root-namespace bridge 169.254.<octet>.1/24 and each router's eth1 on it
+    (169.254.<octet>.2 for router, .3 for rb, .4 for router2)."""
+    host, _ = names.control_addresses(octet)
     await netns.add_bridge(n.control_bridge)
     await netns.add_address(n.control_bridge, str(host))
-    await netns.add_veth(n.control_veth, None, "eth1", n.router, peer_mac=names.ROUTER_MACS["eth1"])
-    await netns.set_master(n.control_veth, n.control_bridge)
-    await netns.set_up(n.control_veth)
-    await netns.add_address("eth1", str(router), n.router)
-    await netns.set_up("eth1", n.router)
+    for router in routers:
+        _, addr = names.control_addresses(octet, router)
+        veth, ns = n.control_veth_of(router), n.ns(router)
+        await netns.add_veth(veth, None, "eth1", ns, peer_mac=names.ROUTERS[router].macs["eth1"])
+        await netns.set_master(veth, n.control_bridge)
+        await netns.set_up(veth)
+        await netns.add_address("eth1", str(addr), ns)
+        await netns.set_up("eth1", ns)
+
+
+async def build_roadwarrior(n: LabNames) -> None:
+    """The road-warrior client "rw": 203.0.113.50 on the public segment, default route via
+    the internet (203.0.113.1); it reaches every router's public address directly."""
+    ns = n.ns(names.ROADWARRIOR)
+    await netns.add_namespace(ns)
+    await plug(n, names.ROADWARRIOR, PUBLIC_BRIDGE, ns, "eth0", names.ROADWARRIOR_MAC)
+    await netns.add_address("eth0", f"{names.ROADWARRIOR_IP}/{names.PUBLIC_CIDR.prefixlen}", ns)
+    await netns.ip(ns, "route", "add", "default", "via", str(names.INTERNET_IP))
 
 
 async def build_guest(n: LabNames, guest: Guest) -> None:
     ns = n.ns(guest.name)
     await netns.add_namespace(ns)
-    await plug(n, guest.name, GUEST_BRIDGE, ns, "eth0", guest.mac)
+    await plug(n, guest.name, names.NETWORKS[guest.network].bridge, ns, "eth0", guest.mac)
 
 
 async def remove_guest(n: LabNames, guest: Guest) -> None:
