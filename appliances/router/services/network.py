@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliances.agent.service import Change, Service
@@ -32,6 +32,7 @@ IP = "ip"
 #: Marks routes owned by Skiff; not one iproute2 assigns (186 would be bgp, 18 keepalived).
 ROUTE_PROTO = "95"
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+IPV4_CONF = Path("/proc/sys/net/ipv4/conf")
 
 
 @dataclass
@@ -39,6 +40,11 @@ class _Plan:
     commands: list[str]
     missing: list[str]
     doc: RouterDocument
+    promote: list[str] = field(default_factory=list)
+
+
+def _promote_path(ifname: str) -> Path:
+    return IPV4_CONF / ifname / "promote_secondaries"
 
 
 def _affects_network(old: RouterDocument, new: RouterDocument) -> bool:
@@ -100,11 +106,18 @@ class NetworkService(Service):
         commands += _route_commands(doc, routes)
         summary = f"{len(commands)} change(s)" if commands else "unchanged"
         forwarding_off = FORWARDING.read_text().strip() != "1"
-        if not (commands or missing or forwarding_off):
+        # In a pair, addresses come and go beside each other in one subnet (own address,
+        # VIP): removing the first one must not take the others with it.
+        promote = [
+            i.name for i in doc.interfaces
+            if doc.redundancy is not None and i.role != "control" and i.name in links
+            and _promote_path(i.name).read_text().strip() != "1"
+        ]
+        if not (commands or missing or forwarding_off or promote):
             self._applied = doc  # the kernel already matches
         return Change(
-            self.name, bool(commands or missing or forwarding_off), summary,
-            _Plan(commands, missing, doc),
+            self.name, bool(commands or missing or forwarding_off or promote), summary,
+            _Plan(commands, missing, doc, promote),
         )
 
     async def check(self, change: Change) -> None:
@@ -113,6 +126,8 @@ class NetworkService(Service):
 
     async def commit(self, change: Change) -> None:
         self._applied = None
+        for ifname in change.data.promote:
+            _promote_path(ifname).write_text("1\n")
         if change.data.commands:
             script = "\n".join(change.data.commands) + "\n"
             result = await run([IP, "-batch", "-"], input=script)
