@@ -90,5 +90,21 @@ async def wait_state(lab: Lab, router: str, state: str, timeout: float = 30.0) -
 async def take_down(lab: Lab, router: str) -> None:
     """Pull a router's guest and public cables (its namespace and agent stay): a router
     that dies without saying goodbye."""
+    await _links(lab, router, "down")
+
+
+async def bring_up(lab: Lab, router: str) -> None:
+    await _links(lab, router, "up")
+
+
+async def _links(lab: Lab, router: str, state: str) -> None:
     for ifname in ("eth0", "eth2"):
-        await lab.run_in(router, ["ip", "link", "set", ifname, "down"], check=True)
+        await lab.run_in(router, ["ip", "link", "set", ifname, state], check=True)
+
+
+async def shut_down(lab: Lab, router: str) -> None:
+    """What a router's shutdown does: its agent stops (keepalived releases the shared
+    addresses and tells the peer with a priority-0 advert), then the machine is gone.
+    Stopping the agent alone would leave a kernel that still forwards and NATs."""
+    await lab.stop_agent(router)
+    await take_down(lab, router)

@@ -136,7 +136,9 @@ async def test_failover_moves_the_vips_and_a_nat_stream_survives(lab):
         lambda: _external_has(lab, backup), 15, "the backup's conntrackd did not learn the stream"
     )
 
-    await lab.stop_agent(primary)  # SIGTERM: keepalived releases the VIPs and says so
+    # Shut the primary down: its agent stops (keepalived releases the VIPs and says
+    # so), then its cables go, so nothing can pass through it any more.
+    await pair.shut_down(lab, primary)
     await pair.wait_state(lab, backup, "PRIMARY", STATE_TIMEOUT)
     assert await addresses(lab, backup) >= VIPS
     assert not VIPS & await addresses(lab, primary)
@@ -159,6 +161,7 @@ async def test_failover_moves_the_vips_and_a_nat_stream_survives(lab):
 
     # Bring the old primary back: it joins as BACKUP (nopreempt), its dnsmasq paused.
     await netns.kill_pids(lambda: [stream_pid] if netns.pid_alive(stream_pid) else [])
+    await pair.bring_up(lab, primary)
     await lab.start_agent(primary)
     await pair.wait_state(lab, primary, "BACKUP", STATE_TIMEOUT)
     assert (await pair.redundancy_status(lab, backup))["vrrp"]["state"] == "PRIMARY"
