@@ -183,3 +183,54 @@ async def _external_has(lab: Lab, router: str) -> bool:
         "ESTABLISHED src=10.1.1.11 dst=203.0.113.1 " in line and "dport=80 " in line
         for line in res.stdout.splitlines()
     )
+
+
+def _agent_dir(lab: Lab, router: str):
+    return lab.state_dir / ("agent" if router == "router" else f"agent-{router}")
+
+
+async def test_a_new_public_ip_reaches_the_primary_through_a_keepalived_reload(lab):
+    primary, backup = await primary_and_backup(lab)
+    extra = {"ip": "203.0.113.13"}
+    for router in (backup, primary):
+        doc = lab.derive(router, public_ips=[*lab.documents[router].public_ips, extra])
+        reply = await lab.apply(doc, router)
+        assert "redundancy" in reply.body["services"], reply.body
+    await wait_for(
+        lambda: _has(lab, primary, "203.0.113.13/32"),
+        10,
+        "the primary did not take the new public IP",
+    )
+    assert "203.0.113.13/32" not in await addresses(lab, backup)
+    status = await pair.redundancy_status(lab, primary)
+    assert status["vrrp"]["reloads"] >= 1 and status["vrrp"]["state"] == "PRIMARY"
+    assert status["keepalived"]["restarts"] == 0
+
+
+async def _has(lab: Lab, router: str, address: str) -> bool:
+    return address in await addresses(lab, router)
+
+
+async def test_a_primary_that_loses_dnsmasq_gives_up_primary(lab):
+    import os
+    import signal
+
+    primary, backup = await primary_and_backup(lab)
+    conf = _agent_dir(lab, primary) / "dnsmasq" / "dnsmasq.conf"
+    aside = conf.with_name("dnsmasq.conf.aside")
+    pid = (await pair.service_status(lab, primary, "dnsmasq"))["daemon"]["pid"]
+    conf.rename(aside)  # every restart of dnsmasq now fails at once
+    try:
+        os.kill(pid, signal.SIGKILL)
+        await pair.wait_state(lab, backup, "PRIMARY", STATE_TIMEOUT)
+        status = await pair.redundancy_status(lab, primary)
+        assert status["vrrp"]["fault_reason"] == "dnsmasq down", status
+        assert status["vrrp"]["state"] in ("FAULT", "BACKUP")
+    finally:
+        aside.rename(conf)
+    # The new primary serves; the old one comes back as BACKUP, its dnsmasq paused.
+    assert await addresses(lab, backup) >= VIPS
+    assert (await fetch(lab, "g1", f"http://{INTERNET}/")).startswith("internet 203.0.113.10:")
+    await pair.wait_state(lab, primary, "BACKUP", STATE_TIMEOUT)
+    assert (await pair.service_status(lab, primary, "dnsmasq"))["paused"] is True
+    assert (await pair.service_status(lab, backup, "dnsmasq"))["daemon"]["running"] is True
