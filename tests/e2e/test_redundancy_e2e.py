@@ -234,3 +234,22 @@ async def test_a_primary_that_loses_dnsmasq_gives_up_primary(lab):
     await pair.wait_state(lab, primary, "BACKUP", STATE_TIMEOUT)
     assert (await pair.service_status(lab, primary, "dnsmasq"))["paused"] is True
     assert (await pair.service_status(lab, backup, "dnsmasq"))["daemon"]["running"] is True
+
+
+async def test_leaving_the_pair_keeps_the_addresses_and_serves_alone(lab):
+    """The last test: rb is shut down for good and router goes on alone."""
+    await pair.shut_down(lab, "rb")
+    await pair.wait_state(lab, "router", "PRIMARY", STATE_TIMEOUT)
+    reply = await lab.apply(lab.derive("router", redundancy=None), "router")
+    assert "redundancy" in reply.body["services"], reply.body
+    status = await pair.redundancy_status(lab, "router")
+    assert status["enabled"] is False and status["keepalived"]["running"] is False
+    assert await addresses(lab, "router") >= VIPS
+    res = await lab.run_in("router", ["ip", "route", "show", "default"], check=True)
+    assert "via 203.0.113.1" in res.stdout
+    dnsmasq = await pair.service_status(lab, "router", "dnsmasq")
+    assert dnsmasq["paused"] is False and dnsmasq["daemon"]["running"] is True
+    assert (await fetch(lab, "g2", f"http://{INTERNET}/")).startswith("internet 203.0.113.10:")
+    await lab.renew("g1")
+    reply = await lab.agent("router").put_config(lab.documents["router"])
+    assert reply.ok and reply.body["changed"] is False, reply.body
