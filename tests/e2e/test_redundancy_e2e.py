@@ -9,12 +9,14 @@ PRIMARY and a BACKUP (the failover test restarts the stopped agent).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 
 import pytest
 import pytest_asyncio
 
-from appliances.lab import pair
+from appliances.lab import netns, pair
 from appliances.lab.lab import Lab
 from appliances.lab.testing import lab_skip_reason, running_lab
 
@@ -110,13 +112,7 @@ async def test_backup_dnsmasq_is_paused_and_a_second_apply_changes_nothing(lab):
     reply = await lab.apply(doc, backup)
     assert "dnsmasq" in reply.body["services"]
     assert (await pair.service_status(lab, backup, "dnsmasq"))["daemon"]["running"] is False
-    res = (
-        await lab.run_in(backup, ["cat", f"{lab.state_dir}/agent-rb/dnsmasq/hosts"])
-        if backup == "rb"
-        else None
-    )
-    if res is not None:
-        assert "paused.lab.test" in res.stdout
+    assert "paused.lab.test" in (_agent_dir(lab, backup) / "dnsmasq" / "hosts").read_text()
 
 
 async def test_failover_moves_the_vips_and_a_nat_stream_survives(lab):
@@ -150,14 +146,15 @@ async def test_failover_moves_the_vips_and_a_nat_stream_survives(lab):
     last = lines()[-1].split()
     assert last[1] == port and int(last[2]) > int(first[2]) + 3
     stream_pid = lab.pids["g1-stream"]
-    from appliances.lab import netns
-
     assert netns.pid_alive(stream_pid), "curl ended: the connection was reset"
     # New connections and DHCP work through the new primary; its dnsmasq runs.
     assert (await fetch(lab, "g2", f"http://{INTERNET}/")).startswith("internet 203.0.113.10:")
     status = await pair.service_status(lab, backup, "dnsmasq")
     assert status["paused"] is False and status["daemon"]["running"] is True
     await lab.renew("g2")
+    # It answers with what was applied while it was paused.
+    res = await lab.run_in("g2", ["busybox", "nslookup", "paused.lab.test", "10.1.1.1"], timeout=10)
+    assert "10.1.1.99" in res.stdout, res
 
     # Bring the old primary back: it joins as BACKUP (nopreempt), its dnsmasq paused.
     await netns.kill_pids(lambda: [stream_pid] if netns.pid_alive(stream_pid) else [])
@@ -212,9 +209,6 @@ async def _has(lab: Lab, router: str, address: str) -> bool:
 
 
 async def test_a_primary_that_loses_dnsmasq_gives_up_primary(lab):
-    import os
-    import signal
-
     primary, backup = await primary_and_backup(lab)
     conf = _agent_dir(lab, primary) / "dnsmasq" / "dnsmasq.conf"
     aside = conf.with_name("dnsmasq.conf.aside")
