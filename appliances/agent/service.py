@@ -80,6 +80,11 @@ class Service(ABC):
     async def resume(self) -> None:  # noqa: B027 - optional step
         """Serve the applied configuration again (the router became primary)."""
 
+    def healthy(self) -> bool:
+        """False while a daemon that should serve is down (a crash loop, a failed start).
+        A primary with an unhealthy primary_only service gives up primary."""
+        return True
+
     def status(self) -> dict:
         return {
             "state": self.state.state,

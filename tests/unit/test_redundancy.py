@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import shutil
 
 import pytest
 from pair_docs import pair_document
 
 from appliances.agent.service import AgentContext, Change, Service
+from appliances.common.errors import ApplyError
 from appliances.router.services import keepalived as ka
 from appliances.router.services.network import _address_commands, _route_commands
 from appliances.router.verify import parse_document
@@ -244,3 +246,39 @@ async def test_second_prepare_without_redundancy_changes_nothing(tmp_path):
     del raw["redundancy"]
     change = await service.prepare(parse_document(raw))
     assert change.changed is False
+
+
+# -- the daemons' own checkers refuse a bad configuration -------------------------------
+
+
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed")
+async def test_keepalived_config_test_refuses_and_names_the_problem(tmp_path):
+    """The check step runs the real keepalived --config-test (it only parses; run here
+    in the host namespace it touches nothing) on the candidate file."""
+    service = ka.KeepalivedService(AgentContext("r-pair", tmp_path, 8443))
+    bad = "vrrp_instance skiff {\n\tinterface skf-no-such-if0\n\tvirtual_router_id 1\n}\n"
+    change = Change("redundancy", True, "", ka._Plan(doc(), bad, "", True, False))
+    with pytest.raises(ApplyError) as err:
+        await service.check(change)
+    assert "config-test" in str(err.value)
+    assert "interface" in err.value.output.lower()
+    # The running configuration was not touched; the refused candidate stays for a look.
+    assert not service.paths.keepalived_conf.exists()
+    assert (service.paths.dir / "keepalived.conf.new").read_text() == bad
+
+
+@pytest.mark.skipif(shutil.which("conntrackd") is None, reason="conntrackd is not installed")
+async def test_conntrackd_parser_refuses_a_bad_file_and_accepts_the_render(tmp_path):
+    from appliances.router.ha_render import HaPaths, render_conntrackd
+    from appliances.router.services.conntrackd import ConntrackSync
+
+    paths = HaPaths(tmp_path)
+    sync = ConntrackSync(paths.conntrackd_conf, lambda text: None)
+    good = tmp_path / "good.conf"
+    good.write_text(render_conntrackd(doc(), paths))
+    await sync.check(good)  # not running: "can't connect" is not a refusal
+    bad = tmp_path / "bad.conf"
+    bad.write_text(good.read_text().replace("Port 3780", "Port x3780"))
+    with pytest.raises(ApplyError) as err:
+        await sync.check(bad)
+    assert "x3780" in err.value.output

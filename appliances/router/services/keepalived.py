@@ -306,12 +306,7 @@ class KeepalivedService(Service):
 
     def unhealthy_services(self) -> list[str]:
         """Primary-only services that should serve but whose daemon is down."""
-        out = []
-        for service in self._primary_only():
-            healthy = getattr(service, "healthy", None)
-            if healthy is not None and not healthy():
-                out.append(service.name)
-        return out
+        return [s.name for s in self._primary_only() if not s.healthy()]
 
     def _give_up(self, reason: str) -> None:
         self.fault_reason = reason
