@@ -93,12 +93,6 @@ def test_pair_puts_own_addresses_and_leaves_shared_ones_alone():
     ]
 
 
-def test_joining_a_pair_hands_the_addresses_over_to_keepalived():
-    d = doc()
-    cmds = _address_commands(d.interfaces[0], addr_info("10.1.1.1/24"), d, handover=True)
-    assert cmds == ["address add 10.1.1.2/24 dev eth0", "address del 10.1.1.1/24 dev eth0"]
-
-
 def test_pair_leaves_the_default_route_to_keepalived():
     d = doc()
     have = [{"dst": "default", "gateway": "203.0.113.1"}]
@@ -282,3 +276,11 @@ async def test_conntrackd_parser_refuses_a_bad_file_and_accepts_the_render(tmp_p
     with pytest.raises(ApplyError) as err:
         await sync.check(bad)
     assert "x3780" in err.value.output
+
+
+def test_verify_keeps_vrrp_on_the_guest_interface():
+    from appliances.common.errors import DocumentError
+
+    with pytest.raises(DocumentError) as err:
+        doc(sync_interface="eth2", peer_ip="203.0.113.21")
+    assert "redundancy.sync_interface" in str(err.value.errors)

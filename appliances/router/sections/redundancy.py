@@ -53,6 +53,12 @@ def verify(doc: RouterDocument) -> Iterator[FieldError]:
     names = {i.name for i in doc.interfaces}
     if red.sync_interface not in names:
         yield FieldError("redundancy.sync_interface", f"{red.sync_interface} is not an interface")
+    elif doc.interface("guest") is None or doc.interface("guest").name != red.sync_interface:
+        # As CloudStack does: the public side's ingress filter passes only traffic to
+        # public IPs, and the control network is each router's own link to its host.
+        yield FieldError(
+            "redundancy.sync_interface", "VRRP and conntrackd travel on the guest interface"
+        )
     own: dict[str, int] = {}
     for n, item in enumerate(red.own_addresses):
         loc = f"redundancy.own_addresses.{n}"
@@ -76,8 +82,10 @@ def verify(doc: RouterDocument) -> Iterator[FieldError]:
             yield FieldError(loc, f"{item.address.ip} is a shared (virtual) address")
         iface = next((i for i in doc.interfaces if i.name == item.interface), None)
         if iface is not None and iface.role == "control":
-            yield FieldError(f"redundancy.own_addresses.{n}.interface",
-                             "the control interface is never shared; it needs no own address")
+            yield FieldError(
+                f"redundancy.own_addresses.{n}.interface",
+                "the control interface is never shared; it needs no own address",
+            )
         if item.interface == red.sync_interface:
             peer = ip_address(red.peer_ip)
             if peer == item.address.ip:

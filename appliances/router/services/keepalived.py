@@ -38,6 +38,7 @@ from appliances.router.vrrp_events import FifoReader, ReloadThrottle, parse_noti
 log = logging.getLogger(__name__)
 
 KEEPALIVED = "keepalived"
+IP = "ip"
 INSTANCE = "skiff"
 #: Neutron's throttle: at most one SIGHUP per 1.5 advert intervals.
 RELOAD_FACTOR = 1.5
@@ -57,6 +58,16 @@ class _Plan:
     conntrackd: str | None
     keepalived_changed: bool
     conntrackd_changed: bool
+
+
+def _held(ip_json: str) -> set[tuple[str, str]]:
+    """(interface, "ip/prefix") of every IPv4 address in ``ip -json addr show`` output."""
+    return {
+        (entry["ifname"], f"{a['local']}/{a['prefixlen']}")
+        for entry in json.loads(ip_json or "[]")
+        for a in entry.get("addr_info", [])
+        if a.get("family") == "inet"
+    }
 
 
 def _iso(ts: float | None) -> str | None:
@@ -198,7 +209,25 @@ class KeepalivedService(Service):
         if self._monitor is None or self._monitor.done():
             self._monitor = asyncio.create_task(self._watch_health(), name="redundancy-health")
 
+    async def _release_shared(self, doc: RouterDocument) -> None:
+        """Before keepalived first runs, nobody may hold the shared addresses here: a
+        router that served alone (or a keepalived a crashed agent left) had them."""
+        result = await run([IP, "-json", "addr", "show"], timeout=10)
+        if not result.ok:
+            raise ApplyError(self.name, "ip addr show failed", result.output)
+        have = _held(result.stdout)
+        stale = [v for v in vip_plan(doc).all() if (v.dev, str(IPv4Interface(v.address))) in have]
+        if not stale:
+            return
+        script = "".join(f"address del {v.address} dev {v.dev}\n" for v in stale)
+        result = await run([IP, "-batch", "-"], input=script, timeout=10)
+        if not result.ok:
+            raise ApplyError(self.name, "could not hand the shared addresses over", result.output)
+        self.state.event(f"released {len(stale)} shared address(es) before keepalived starts")
+
     async def _start_keepalived(self) -> None:
+        if self.doc is not None:
+            await self._release_shared(self.doc)
         mark = self.keepalived.log_mark
         await self.keepalived.restart(self._argv())
         try:
@@ -343,15 +372,10 @@ class KeepalivedService(Service):
         if doc is None:
             self.vips_held = []
             return
-        result = await run(["ip", "-json", "addr", "show"], timeout=5)
+        result = await run([IP, "-json", "addr", "show"], timeout=5)
         if not result.ok:
             return
-        have = {
-            (entry["ifname"], f"{a['local']}/{a['prefixlen']}")
-            for entry in json.loads(result.stdout or "[]")
-            for a in entry.get("addr_info", [])
-            if a.get("family") == "inet"
-        }
+        have = _held(result.stdout)
         self.vips_held = [
             vip.address
             for vip in vip_plan(doc).all()

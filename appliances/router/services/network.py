@@ -9,8 +9,8 @@ longer wanted can be found and removed without touching anybody else's.
 In a redundant pair (the document has a ``redundancy`` section) each router puts
 only its own addresses on the interfaces; the shared ones (the interface addresses
 and public IPs of the document) and the default route belong to keepalived, which
-holds them on the primary: this service neither adds nor removes them, except once,
-when a router that held them itself joins a pair and hands them over.
+holds them on the primary: this service neither adds nor removes them (the
+redundancy service clears them once, before keepalived first starts).
 """
 
 from __future__ import annotations
@@ -79,12 +79,6 @@ class NetworkService(Service):
     def _plan(self, doc, links, addrs, routes) -> Change:
         commands: list[str] = []
         missing: list[str] = []
-        # Joining a pair: the addresses this router held alone go to keepalived.
-        handover = (
-            doc.redundancy is not None
-            and self._applied is not None
-            and self._applied.redundancy is None
-        )
         for iface in doc.interfaces:
             link = links.get(iface.name)
             if link is None:
@@ -102,7 +96,7 @@ class NetworkService(Service):
                 commands.append(f"link set dev {iface.name} mtu {iface.mtu}")
             if "UP" not in link.get("flags", []):
                 commands.append(f"link set dev {iface.name} up")
-            commands += _address_commands(iface, addrs.get(iface.name, {}), doc, handover)
+            commands += _address_commands(iface, addrs.get(iface.name, {}), doc)
         commands += _route_commands(doc, routes)
         summary = f"{len(commands)} change(s)" if commands else "unchanged"
         forwarding_off = FORWARDING.read_text().strip() != "1"
@@ -146,8 +140,7 @@ class NetworkService(Service):
             await self.commit(change)
 
 
-def _address_commands(iface, current: dict, doc: RouterDocument,
-                      handover: bool = False) -> list[str]:
+def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
     have = {
         f"{a['local']}/{a['prefixlen']}"
         for a in current.get("addr_info", [])
@@ -157,8 +150,7 @@ def _address_commands(iface, current: dict, doc: RouterDocument,
         wanted = {str(o.address) for o in doc.redundancy.own_addresses
                   if o.interface == iface.name}
         shared = shared_by_interface(doc).get(iface.name, set())
-        if not handover:
-            have -= shared  # keepalived's, whether it holds them now or not
+        have -= shared  # keepalived's, whether it holds them now or not
         cmds = [f"address add {a} dev {iface.name}" for a in sorted(wanted - have)]
         cmds += [f"address del {a} dev {iface.name}" for a in sorted(have - wanted)]
         return cmds
