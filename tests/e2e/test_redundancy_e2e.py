@@ -230,6 +230,47 @@ async def test_a_primary_that_loses_dnsmasq_gives_up_primary(lab):
     assert (await pair.service_status(lab, backup, "dnsmasq"))["daemon"]["running"] is True
 
 
+async def test_a_killed_vrrp_process_leaves_one_holder_of_the_vips(lab):
+    """SIGKILL gives keepalived's VRRP process no chance to release the VIPs. keepalived
+    starts a new one, which begins as BACKUP: the agent clears what the dead one left,
+    and the pair settles with exactly one primary holding the VIPs."""
+    primary, backup = await primary_and_backup(lab)
+    pid_file = _agent_dir(lab, primary) / "redundancy" / "vrrp.pid"
+    vrrp_pid = int(pid_file.read_text())
+    before = (await pair.redundancy_status(lab, primary))["vrrp"]["transitions"]
+    os.kill(vrrp_pid, signal.SIGKILL)
+    await wait_for(
+        lambda: _ready(int(pid_file.read_text() or 0) not in (0, vrrp_pid)),
+        15,
+        "keepalived did not start a new VRRP process",
+    )
+    # The new process reports BACKUP first (a transition the agent acts on).
+    await wait_for(
+        lambda: _transitions_after(lab, primary, before),
+        15,
+        "the agent saw no transition of the new VRRP process",
+    )
+
+    async def settled():
+        states = {r: (await pair.redundancy_status(lab, r))["vrrp"]["state"] for r in pair.PAIR}
+        if sorted(states.values()) != ["BACKUP", "PRIMARY"]:
+            return False
+        new_primary = next(r for r, st in states.items() if st == "PRIMARY")
+        held = {r: VIPS & await addresses(lab, r) for r in pair.PAIR}
+        return held[new_primary] == VIPS and not held[pair.peer_of(new_primary)]
+
+    await wait_for(settled, STATE_TIMEOUT, "the pair did not settle with one VIP holder")
+    assert (await fetch(lab, "g1", f"http://{INTERNET}/")).startswith("internet 203.0.113.10:")
+
+
+async def _transitions_after(lab: Lab, router: str, count: int) -> bool:
+    return (await pair.redundancy_status(lab, router))["vrrp"]["transitions"] > count
+
+
+async def _has_none(lab: Lab, router: str) -> bool:
+    return not VIPS & await addresses(lab, router)
+
+
 async def test_leaving_the_pair_keeps_the_addresses_and_serves_alone(lab):
     """The last test: rb is shut down for good and router goes on alone."""
     await pair.shut_down(lab, "rb")

@@ -308,6 +308,13 @@ class KeepalivedService(Service):
         else:
             await self._pause_all()
             await self.conntrack.transition(state)
+            if self.doc is not None:
+                # keepalived removes them itself, unless a killed one left them behind
+                # and its restarted successor starts as BACKUP.
+                try:
+                    await self._release_shared(self.doc)
+                except ApplyError as exc:
+                    self.state.event(f"releasing shared addresses failed: {exc}")
         await self._refresh_vips()
 
     def _primary_only(self) -> list[Service]:
