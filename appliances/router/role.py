@@ -8,6 +8,7 @@ from appliances.router.parse import RouterParser
 from appliances.router.services.dnsmasq import DnsmasqService
 from appliances.router.services.guest_data import GuestDataService
 from appliances.router.services.haproxy import HaproxyService
+from appliances.router.services.keepalived import KeepalivedService
 from appliances.router.services.network import NetworkService
 from appliances.router.services.nftables import NftablesService
 from appliances.router.services.strongswan import StrongswanService
@@ -23,13 +24,19 @@ class RouterRole:
     def services(self, ctx: AgentContext) -> list[Service]:
         # Addresses first (dnsmasq binds to them), nftables before the daemons:
         # its transaction is its own check, so a refusal there touches nothing.
-        return [
+        # Redundancy before the primary-only services: a router joining a pair
+        # pauses them before they would start.
+        redundancy = KeepalivedService(ctx)
+        services = [
             NetworkService(ctx),
             NftablesService(ctx),
+            redundancy,
             DnsmasqService(ctx),
             GuestDataService(ctx),
             StrongswanService(ctx),  # VPN: site-to-site and remote access
             HaproxyService(ctx),
         ]
+        redundancy.attach(services)
+        return services
 
 

@@ -52,6 +52,8 @@ class _Files:
 
 class DnsmasqService(Service):
     name = "dnsmasq"
+    #: In a redundant pair only the primary answers DHCP and DNS.
+    primary_only = True
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -60,13 +62,17 @@ class DnsmasqService(Service):
             "dnsmasq", on_event=self.state.event, pidfile=self.dir / "dnsmasq.pid"
         )
         self._applied: RouterDocument | None = None
+        #: Set by pause(): applies then only write the files; resume() starts dnsmasq.
+        self.paused = False
+        self._lock = asyncio.Lock()
 
     def _argv(self) -> list[str]:
         return [DNSMASQ, "--keep-in-foreground", f"--conf-file={self.dir / MAIN}"]
 
     async def prepare(self, doc: RouterDocument) -> Change:
         prev = self._applied
-        if prev is not None and self.daemon.running and not _affects_dnsmasq(prev, doc):
+        serving = self.daemon.running or self.paused
+        if prev is not None and serving and not _affects_dnsmasq(prev, doc):
             return Change(self.name, False, "unchanged")
         contents = render(doc, str(self.dir))
         before = {name: read_text(self.dir / name) for name in contents}
@@ -75,7 +81,7 @@ class DnsmasqService(Service):
         files = _Files(
             contents, changed, guest.name, {(h.mac, h.ip) for h in doc.dhcp_hosts}, before, doc
         )
-        needs_start = not self.daemon.running
+        needs_start = not serving
         if not changed and not needs_start:
             self._applied = doc
             return Change(self.name, False, "unchanged", files)
@@ -93,12 +99,19 @@ class DnsmasqService(Service):
             raise ApplyError(self.name, "dnsmasq --test refused the configuration", result.output)
 
     async def commit(self, change: Change) -> None:
+        async with self._lock:
+            await self._commit(change)
+
+    async def _commit(self, change: Change) -> None:
         files: _Files = change.data
         self._applied = None  # until this succeeds, compare with the files on disk
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)  # dnsmasq drops to nobody and re-reads these on SIGHUP
         for name in files.changed:
             atomic_write(self.dir / name, files.contents[name])
+        if self.paused:
+            self._applied = files.doc  # resume() starts dnsmasq with these files
+            return
         if MAIN in files.changed or not self.daemon.running:
             await self._restart()
         else:
@@ -107,8 +120,28 @@ class DnsmasqService(Service):
         self._applied = files.doc
 
     async def withdraw(self) -> None:
-        await self.daemon.stop()
-        self._applied = None
+        async with self._lock:
+            await self.daemon.stop()
+            self._applied = None
+
+    async def pause(self) -> None:
+        async with self._lock:
+            if not self.paused:
+                self.paused = True
+                self.state.event("paused (not the primary)")
+            await self.daemon.stop()
+
+    async def resume(self) -> None:
+        async with self._lock:
+            if self.paused:
+                self.paused = False
+                self.state.event("resumed (primary)")
+            if self._applied is not None and not self.daemon.running:
+                await self._restart()
+
+    def healthy(self) -> bool:
+        """False while dnsmasq should serve but is not running (crashed, failing to start)."""
+        return self.paused or self._applied is None or self.daemon.running
 
     async def stop(self) -> None:
         await self.daemon.stop()
@@ -147,7 +180,7 @@ class DnsmasqService(Service):
                 log.warning("dhcp_release %s %s failed: %s", ip, mac, result.output)
 
     def status(self) -> dict:
-        return {**super().status(), "daemon": self.daemon.status()}
+        return {**super().status(), "paused": self.paused, "daemon": self.daemon.status()}
 
 
 def render(doc: RouterDocument, directory: str) -> dict[str, str]:

@@ -5,6 +5,12 @@ Reads the kernel's state with ``ip -json`` and sends only the difference in one
 management server reaches this agent, and it is configured at boot.
 Routes Skiff adds carry their own protocol number, so the ones that are no
 longer wanted can be found and removed without touching anybody else's.
+
+In a redundant pair (the document has a ``redundancy`` section) each router puts
+only its own addresses on the interfaces; the shared ones (the interface addresses
+and public IPs of the document) and the default route belong to keepalived, which
+holds them on the primary: this service neither adds nor removes them (the
+redundancy service clears them once, before keepalived first starts).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliances.agent.service import Change, Service
@@ -20,11 +26,13 @@ from appliances.common.diff import same_items
 from appliances.common.errors import ApplyError
 from appliances.common.proc import run
 from appliances.router.document import RouterDocument
+from appliances.router.vips import shared_by_interface
 
 IP = "ip"
 #: Marks routes owned by Skiff; not one iproute2 assigns (186 would be bgp, 18 keepalived).
 ROUTE_PROTO = "95"
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+IPV4_CONF = Path("/proc/sys/net/ipv4/conf")
 
 
 @dataclass
@@ -32,6 +40,11 @@ class _Plan:
     commands: list[str]
     missing: list[str]
     doc: RouterDocument
+    promote: list[str] = field(default_factory=list)
+
+
+def _promote_path(ifname: str) -> Path:
+    return IPV4_CONF / ifname / "promote_secondaries"
 
 
 def _affects_network(old: RouterDocument, new: RouterDocument) -> bool:
@@ -39,6 +52,7 @@ def _affects_network(old: RouterDocument, new: RouterDocument) -> bool:
         old.interfaces == new.interfaces
         and same_items(old.public_ips, new.public_ips)
         and old.static_routes == new.static_routes
+        and old.redundancy == new.redundancy
     )
 
 
@@ -86,11 +100,18 @@ class NetworkService(Service):
         commands += _route_commands(doc, routes)
         summary = f"{len(commands)} change(s)" if commands else "unchanged"
         forwarding_off = FORWARDING.read_text().strip() != "1"
-        if not (commands or missing or forwarding_off):
+        # In a pair, addresses come and go beside each other in one subnet (own address,
+        # VIP): removing the first one must not take the others with it.
+        promote = [
+            i.name for i in doc.interfaces
+            if doc.redundancy is not None and i.role != "control" and i.name in links
+            and _promote_path(i.name).read_text().strip() != "1"
+        ]
+        if not (commands or missing or forwarding_off or promote):
             self._applied = doc  # the kernel already matches
         return Change(
-            self.name, bool(commands or missing or forwarding_off), summary,
-            _Plan(commands, missing, doc),
+            self.name, bool(commands or missing or forwarding_off or promote), summary,
+            _Plan(commands, missing, doc, promote),
         )
 
     async def check(self, change: Change) -> None:
@@ -99,6 +120,8 @@ class NetworkService(Service):
 
     async def commit(self, change: Change) -> None:
         self._applied = None
+        for ifname in change.data.promote:
+            _promote_path(ifname).write_text("1\n")
         if change.data.commands:
             script = "\n".join(change.data.commands) + "\n"
             result = await run([IP, "-batch", "-"], input=script)
@@ -107,17 +130,34 @@ class NetworkService(Service):
         FORWARDING.write_text("1\n")
         self._applied = change.data.doc
 
+    async def reconcile(self, doc: RouterDocument) -> None:
+        """Compare with the kernel again and converge (after keepalived released
+        the shared addresses when the router left a pair)."""
+        self._applied = None
+        change = await self.prepare(doc)
+        if change.changed:
+            await self.check(change)
+            await self.commit(change)
+
 
 def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
-    wanted = {str(a) for a in iface.addresses}
-    if iface.role == "public":
-        own = {str(a.ip) for a in iface.addresses}
-        wanted |= {f"{p.ip}/32" for p in doc.public_ips if p.ip not in own}
     have = {
         f"{a['local']}/{a['prefixlen']}"
         for a in current.get("addr_info", [])
         if a.get("family") == "inet" and a.get("scope") == "global"
     }
+    if doc.redundancy is not None:
+        wanted = {str(o.address) for o in doc.redundancy.own_addresses
+                  if o.interface == iface.name}
+        shared = shared_by_interface(doc).get(iface.name, set())
+        have -= shared  # keepalived's, whether it holds them now or not
+        cmds = [f"address add {a} dev {iface.name}" for a in sorted(wanted - have)]
+        cmds += [f"address del {a} dev {iface.name}" for a in sorted(have - wanted)]
+        return cmds
+    wanted = {str(a) for a in iface.addresses}
+    if iface.role == "public":
+        own = {str(a.ip) for a in iface.addresses}
+        wanted |= {f"{p.ip}/32" for p in doc.public_ips if p.ip not in own}
     # Add before removing, so the interface never goes without an address.
     cmds = [f"address add {a} dev {iface.name}" for a in sorted(wanted - have)]
     cmds += [f"address del {a} dev {iface.name}" for a in sorted(have - wanted)]
@@ -127,7 +167,8 @@ def _address_commands(iface, current: dict, doc: RouterDocument) -> list[str]:
 def _route_commands(doc: RouterDocument, current: list[dict]) -> list[str]:
     wanted: dict[str, str] = {}
     public = doc.interface("public")
-    if public and public.gateway:
+    # In a pair the default route hangs on the shared public address: keepalived's.
+    if public and public.gateway and doc.redundancy is None:
         wanted["default"] = str(public.gateway)
     for route in doc.static_routes:
         wanted[str(route.cidr)] = str(route.gateway)
