@@ -13,7 +13,7 @@ the cables, so the backup notices nothing but the missing adverts: VRRP's master
 interval (3 advert intervals plus a priority skew, 3.6 s with 1 s adverts and priority
 100) bounds that gap from below.
 
-Needs root. Run: ``.venv/bin/python benchmarks/vrs_failover.py [--mode stop|crash]``;
+Needs root. Run: ``.venv/bin/python benchmarks/_vrs_failover.py [--mode stop|crash]``;
 the last line is ``RESULT vrs_failover failover_gap_ms=.. mode=..``.
 """
 

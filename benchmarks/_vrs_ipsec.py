@@ -7,7 +7,7 @@ the time until the prober sees the first echo reply through the tunnel. The lab 
 removed afterwards. The agents use strongSwan's kernel-libipsec data path (the lab's
 kernel has no ESP).
 
-Needs root. Run: ``python benchmarks/vrs_ipsec.py`` (prints the figure).
+Needs root. Run: ``python benchmarks/_vrs_ipsec.py`` (prints the figure).
 """
 
 from __future__ import annotations
