@@ -99,6 +99,30 @@ async def test_guests_reach_the_internet_through_the_vip(lab):
         assert body.startswith("internet 203.0.113.10:"), (guest, ip, body)
 
 
+G1_DATA = {"instance_id": "vm-g1", "vm_id": "i-2-11-VM", "ip": "10.1.1.11",
+           "mac": "52:54:00:01:01:0b", "local_hostname": "g1"}
+WEB_LB = {"id": "web", "public_ip": "203.0.113.11", "public_port": 80, "private_port": 80,
+          "members": [{"id": "g1", "ip": "10.1.1.11"}, {"id": "g2", "ip": "10.1.1.12"}]}
+
+
+async def test_metadata_runs_on_the_primary_only_and_the_lb_answers_on_the_vip(lab):
+    await pair.apply_pair(lab, guest_data=[G1_DATA], load_balancers=[WEB_LB])
+    primary, backup = await primary_and_backup(lab)
+    on_backup = await pair.service_status(lab, backup, "guest_data")
+    on_primary = await pair.service_status(lab, primary, "guest_data")
+    assert on_backup["paused"] is True and on_backup["listening"] == [], on_backup
+    assert on_primary["paused"] is False and on_primary["listening"], on_primary
+    res = await lab.run_in("g1", ["curl", "-s", "--max-time", "5",
+                                  "http://10.1.1.1/latest/meta-data/instance-id"])
+    assert res.stdout.strip() == "vm-g1", res
+    # HAProxy runs on both (bound to the shared address); the VIP's holder answers.
+    seen = set()
+    for _ in range(4):
+        body = await fetch(lab, "g2", "http://203.0.113.11/")
+        seen.add(body.split()[0])
+    assert seen == {"g1", "g2"}
+
+
 async def test_backup_dnsmasq_is_paused_and_a_second_apply_changes_nothing(lab):
     primary, backup = await primary_and_backup(lab)
     assert (await pair.service_status(lab, backup, "dnsmasq"))["paused"] is True
@@ -155,6 +179,10 @@ async def test_failover_moves_the_vips_and_a_nat_stream_survives(lab):
     # It answers with what was applied while it was paused.
     res = await lab.run_in("g2", ["busybox", "nslookup", "paused.lab.test", "10.1.1.1"], timeout=10)
     assert "10.1.1.99" in res.stdout, res
+    # The metadata service moved with the VIPs.
+    res = await lab.run_in("g1", ["curl", "-s", "--max-time", "5",
+                                  "http://10.1.1.1/latest/meta-data/instance-id"])
+    assert res.stdout.strip() == "vm-g1", res
 
     # Bring the old primary back: it joins as BACKUP (nopreempt), its dnsmasq paused.
     await netns.kill_pids(lambda: [stream_pid] if netns.pid_alive(stream_pid) else [])
