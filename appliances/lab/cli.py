@@ -67,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "10.1.2.0/24 and public IP 203.0.113.20 on the same public segment")
     p.add_argument("--redundant", action="store_true",
                    help="add router rb on the same guest and public segments as router, "
-                   "with its own agent (169.254.N.3); no document is applied to it")
+                   "with its own agent (169.254.N.3), and make the two a redundant pair: "
+                   "both get the pair's documents (VRRP, shared 10.1.1.1 and "
+                   "203.0.113.10-.12) and the lab waits for one PRIMARY and one BACKUP")
     p.add_argument("--roadwarrior", action="store_true",
                    help="add the client namespace rw (203.0.113.50 on the public segment, "
                    "default route via 203.0.113.1)")
@@ -140,6 +142,8 @@ def _up(args: argparse.Namespace) -> int:
     try:
         desc = asyncio.run(lab.up(guests=args.guests, networks=args.networks,
                                   redundant=args.redundant, roadwarrior=args.roadwarrior))
+        if args.redundant:
+            desc = asyncio.run(_make_pair(lab))
     except (LabError, AgentError, netns.CommandError) as exc:
         hint = ""
         if asyncio.run(lab.leftovers()):
@@ -148,6 +152,20 @@ def _up(args: argparse.Namespace) -> int:
         return _fail(f"{exc}{hint}")
     print(json.dumps(desc, indent=2))
     return 0
+
+
+async def _make_pair(lab: Lab) -> dict:
+    """Apply the pair documents to router and rb and wait for the election."""
+    from appliances.lab import pair
+
+    _progress("making router and rb a redundant pair (VRRP id "
+              f"{pair.VRID}, shared 10.1.1.1 and 203.0.113.10-.12)")
+    await pair.apply_pair(lab)
+    await pair.wait_state(lab, "router", "PRIMARY")
+    await pair.wait_state(lab, "rb", "BACKUP")
+    _progress("router is PRIMARY, rb is BACKUP")
+    lab.save()
+    return lab.describe()
 
 
 def _down(args: argparse.Namespace) -> int:
