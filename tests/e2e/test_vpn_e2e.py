@@ -38,7 +38,7 @@ PSK = "lab-s2s-secret-1"
 RA_PSK = "lab-ra-secret-1"
 RA_IP = "203.0.113.11"
 POOL = ("10.9.9.10", "10.9.9.20")
-USERS = {"alice": "alice-pw-1", "bob": "bob-pw-22"}
+USERS = {"alice": "alice-pw-1", "bob": "bob-pw-22", "carol": "carol-pw-333"}
 DEADLINE = 60.0
 
 
@@ -207,6 +207,7 @@ CLIENT_PLUGINS = [
     "vici",
     "eap-identity",
     "eap-mschapv2",
+    "xauth-generic",
 ]
 
 
@@ -276,6 +277,37 @@ class Client:
                 pass
 
         await asyncio.to_thread(self._call, load_and_initiate)
+
+    async def connect_xauth(self, user: str) -> None:
+        """An IKEv1 client: main mode with the remote-access PSK, then XAuth."""
+        conn = {
+            "version": "1",
+            "remote_addrs": [RA_IP],
+            "vips": ["0.0.0.0"],
+            "encap": "yes",
+            "local-1": {"auth": "psk"},
+            "local-2": {"auth": "xauth", "xauth_id": user},
+            "remote-1": {"auth": "psk", "id": RA_IP},
+            "children": {user: {"remote_ts": ["10.1.1.0/24"], "start_action": "none"}},
+        }
+
+        def load_and_initiate(s):
+            s.load_shared(
+                {"id": f"xauth-{user}", "type": "XAUTH", "data": USERS[user], "owners": [user]}
+            )
+            s.load_shared({"id": "ike", "type": "IKE", "data": RA_PSK, "owners": [RA_IP]})
+            s.load_conn({user: conn})
+            for _ in s.initiate({"ike": user, "child": user, "timeout": "20000"}):
+                pass
+
+        await asyncio.to_thread(self._call, load_and_initiate)
+
+    async def disconnect(self, name: str) -> None:
+        def terminate(s):
+            for _ in s.terminate({"ike": name, "timeout": "10000"}):
+                pass
+
+        await asyncio.to_thread(self._call, terminate)
 
     async def sas(self) -> dict[str, dict]:
         def list_sas(s):
@@ -352,3 +384,26 @@ async def test_road_warrior(lab):
     assert res.stdout.startswith("g1 10.9.9."), res
     # Traffic between the pool and the guests does not leak to the internet's log.
     assert Path(lab.log("rw-charon")).exists()
+
+
+async def test_ikev1_xauth_client_with_the_remote_access_psk(lab):
+    vpn = lab.documents["router"].vpn.model_dump(mode="json")
+    await lab.apply(
+        lab.derive("router", vpn={**vpn, "remote_access": ra_section(["bob", "carol"])}),
+        router="router",
+    )
+    client = Client(lab)
+    if not client.socket.exists():
+        await client.start()
+    if "bob" in await client.sas():
+        await client.disconnect("bob")  # carol's SA must be the one carrying the traffic
+    await client.connect_xauth("carol")
+    st = await until(
+        lambda: vpn_status(lab),
+        lambda s: any(u["user"] == "carol" and u["virtual_ips"] for u in s["remote_access_users"]),
+    )
+    carol = next(u for u in st["remote_access_users"] if u["user"] == "carol")
+    assert carol["connection"] == "ra-xauth", carol
+    vip = carol["virtual_ips"][0]
+    res = await until(lambda: wget(lab, "rw", "http://10.1.1.11/"), lambda r: r.ok)
+    assert res.stdout.startswith(f"g1 {vip}:"), (res, await client.sas())
