@@ -54,7 +54,7 @@ async def ping(lab: Lab, where: str, ip: str, src: str | None = None) -> bool:
     return (await lab.run_in(where, argv, timeout=10)).ok
 
 
-async def _until(probe, ok, timeout: float = 10.0, interval: float = 0.2):
+async def until(probe, ok, timeout: float = 10.0, interval: float = 0.2):
     """Poll ``await probe()`` until ``ok(result)``; returns the last result either way."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -98,7 +98,7 @@ class Stream:
     async def more(self, count: int = 2) -> None:
         """Wait (bounded) until ``count`` more lines have arrived."""
         want = len(self.lines) + count
-        await _until(lambda: _value(len(self.lines)), lambda n: n >= want, timeout=8)
+        await until(lambda: _value(len(self.lines)), lambda n: n >= want, timeout=8)
         assert len(self.lines) >= want, f"the stream stopped after {len(self.lines)} lines"
 
     def one_connection(self) -> bool:

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from e2e_traffic import _until, status
+from e2e_traffic import status, until
 
 from appliances.lab.baseline import derive
 from appliances.lab.lab import Lab
@@ -161,7 +161,7 @@ async def _wait_member(lab: Lab, member: str, up: bool, timeout: float = 15.0) -
     def done(st: dict) -> bool:
         return st["members"].get(member, {}).get("status", "").startswith("UP") == up
 
-    st = await _until(lambda: lb_status(lab), done, timeout=timeout, interval=0.3)
+    st = await until(lambda: lb_status(lab), done, timeout=timeout, interval=0.3)
     assert done(st), st
     return st
 

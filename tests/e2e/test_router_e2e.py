@@ -39,7 +39,6 @@ from e2e_traffic import (  # noqa: F401 - shared with the other e2e modules
     OK_TIMEOUT,
     Stream,
     _curl,
-    _until,
     _value,
     blocked,
     client_of,
@@ -47,6 +46,7 @@ from e2e_traffic import (  # noqa: F401 - shared with the other e2e modules
     ping,
     server_of,
     status,
+    until,
 )
 
 from appliances.lab import netns
@@ -164,7 +164,7 @@ async def lab():
                     "--port", str(port)])
             the_lab.spawn_in("g1", "g1-udp", [sys.executable, "-c", UDP_ECHO, "5000"])
             for port in (9000, 9001, 9002):
-                res = await _until(lambda p=port: _curl(the_lab, "g2", f"http://127.0.0.1:{p}/"),
+                res = await until(lambda p=port: _curl(the_lab, "g2", f"http://127.0.0.1:{p}/"),
                                    lambda r: r.ok)
                 assert res.ok, res
             yield the_lab
@@ -712,7 +712,7 @@ async def test_agent_restart_restores_applied_config(lab):
     await lab.run_in("router", ["nft", "delete", "table", "ip", "skiff"], check=True)
     await blocked((lab, "internet", url))
     await lab.start_agent()
-    res = await _until(lambda: _curl(lab, "internet", url), lambda r: r.ok, timeout=15)
+    res = await until(lambda: _curl(lab, "internet", url), lambda r: r.ok, timeout=15)
     assert res.ok and server_of(res.stdout) == "g1", res
     st = await status(lab)
     assert st["applied_generation"] == generation and st["last_error"] is None
@@ -772,7 +772,7 @@ async def test_restore_failure_keeps_the_firewall(lab):
         assert st["converged"] is False
         # Once dnsmasq can start again, the agent converges by itself.
         flag.unlink()
-        st = await _until(lambda: status(lab), lambda st: st["converged"], timeout=30)
+        st = await until(lambda: status(lab), lambda st: st["converged"], timeout=30)
         assert st["converged"] and st["last_error"] is None, st
         assert st["services"]["dnsmasq"]["daemon"]["running"]
         assert await resolves(lab, "g1", "g2.lab.test", G2)
@@ -795,14 +795,14 @@ async def test_killed_dnsmasq_comes_back(lab):
         d = st["services"]["dnsmasq"]["daemon"]
         return d["running"] and d["pid"] not in (None, old_pid)
 
-    st = await _until(lambda: status(lab), back, timeout=10)
+    st = await until(lambda: status(lab), back, timeout=10)
     daemon = st["services"]["dnsmasq"]["daemon"]
     assert back(st), daemon
     assert daemon["restarts"] == restarts + 1 and daemon["last_exit"] == -signal.SIGKILL
     events = st["services"]["dnsmasq"]["events"]
     assert any("exited with -9" in e for e in events), events
     assert any(f"restarted (pid {daemon['pid']})" in e for e in events), events
-    ok = await _until(lambda: resolves(lab, "g1", "g2.lab.test", G2), bool, timeout=10)
+    ok = await until(lambda: resolves(lab, "g1", "g2.lab.test", G2), bool, timeout=10)
     assert ok
     assert (await lab.renew("g1"))["ip"] == G1
 
@@ -914,7 +914,7 @@ async def test_moved_and_removed_hosts_leases_are_released(lab):
         assert f"{g3.mac} 10.1.1.33 g3" in text and f" {g3.ip} " not in text, text
         # The document drops g3: its lease goes from the router's lease file.
         await apply(lab)
-        text = await _until(lambda: _value(router_leases(lab)), lambda t: g3.mac not in t)
+        text = await until(lambda: _value(router_leases(lab)), lambda t: g3.mac not in t)
         assert g3.mac not in text and "10.1.1.33" not in text, text
         assert Guest(1).mac in text and Guest(2).mac in text
         events = (await status(lab))["services"]["dnsmasq"]["events"]

@@ -13,12 +13,14 @@ leave the tunnel's SAs untouched, then remote access.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import e2e_traffic
 import pytest
 import pytest_asyncio
 
@@ -42,19 +44,8 @@ USERS = {"alice": "alice-pw-1", "bob": "bob-pw-22", "carol": "carol-pw-333"}
 DEADLINE = 60.0
 
 
-async def until(
-    fn: Callable[[], Awaitable[Any]],
-    ok: Callable[[Any], bool],
-    timeout: float = DEADLINE,
-    interval: float = 0.5,
-) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = await fn()
-        if ok(value) or loop.time() > end:
-            return value
-        await asyncio.sleep(interval)
+#: The VPN tests wait longer and poll less often than the shared default.
+until = functools.partial(e2e_traffic.until, timeout=DEADLINE, interval=0.5)
 
 
 def s2s(local_gw: str, peer_gw: str, local: str, peer: str, **extra: Any) -> dict:
