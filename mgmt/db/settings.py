@@ -64,6 +64,24 @@ DEFAULTS: tuple[Setting, ...] = (
     Setting("cpu.overprovisioning.factor", 1.0, "Advanced",
             "Factor the CPU capacity of hosts is multiplied by when placing instances.",
             scope="zone", range=(1.0, 100.0)),
+    Setting("mem.overprovisioning.factor", 1.0, "Advanced",
+            "Factor the memory capacity of hosts is multiplied by when placing instances.",
+            scope="zone", range=(1.0, 100.0)),
+    Setting("vm.allocation.algorithm", "firstfit", "Advanced",
+            "How hosts are chosen for new instances: firstfit (the first host with room, "
+            "in host order), fillfirst (pack: the fullest host that still has room) or "
+            "disperse (spread: the emptiest host).", scope="zone"),
+    Setting("router.reconcile.interval", 5, "Advanced",
+            "Seconds between the checks that compare each router's applied document with "
+            "the database and re-push drift.", range=(1, 3600)),
+    Setting("router.check.failures", 3, "Advanced",
+            "Missed checks in a row after which a router is declared dead and recreated.",
+            range=(1, 100)),
+    Setting("router.recreate.max.fraction", 0.5, "Advanced",
+            "Circuit breaker: when more than this fraction of a zone's routers go silent at "
+            "once, none is recreated automatically (the likely cause is the network or the "
+            "management server, not the routers) and an alert is raised.",
+            range=(0.0, 1.0)),
     Setting("remote.access.vpn.client.iprange", "10.1.2.1-10.1.2.8", "Network",
             "Addresses remote access VPN clients get.", scope="account"),
     Setting("use.system.public.ips", True, "Advanced",

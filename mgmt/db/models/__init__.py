@@ -6,7 +6,14 @@ templates and ISOs, OS types. Each area's tables arrive in its own Alembic
 revision (0001 core, 0002 infra, 0003 catalog).
 """
 
-from mgmt.db.models import catalog, infra, misc, networks  # noqa: F401  (register tables)
+from mgmt.db.models import (  # noqa: F401  (register tables)
+    catalog,
+    compute,
+    infra,
+    misc,
+    networks,
+    rules,
+)
 from mgmt.db.models.core import *  # noqa: F403
 from mgmt.db.models.core import (  # noqa: F401  (explicit names for type checkers)
     Account,

@@ -65,6 +65,10 @@ class Host(Common, Base):
     cpu_number: Mapped[int | None] = mapped_column(Integer)
     cpu_speed: Mapped[int | None] = mapped_column(Integer)
     memory_total: Mapped[int | None] = mapped_column(BigInteger)
+    #: The SSH host key seen at addHost ("<type> <base64>"); every later connection
+    #: must present the same one. (Revision 0006.)
+    host_key: Mapped[str | None] = mapped_column(Text)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PhysicalNetwork(Common, Base):
@@ -151,3 +155,7 @@ class PublicIp(Common, Base):
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     network_id: Mapped[int | None] = mapped_column(Integer, index=True)
     allocated: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Revision 0006: the network's source-NAT address, and static NAT to an instance.
+    source_nat: Mapped[bool] = mapped_column(Boolean, default=False)
+    static_nat_vm_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    static_nat_ip: Mapped[str | None] = mapped_column(String(64))
