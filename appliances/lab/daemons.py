@@ -27,11 +27,17 @@ def spawn(lab: str, ns: str, argv: Sequence[str], log: Path,
 
     `ip netns exec` and everything after it exec in place, so the pid is the daemon's own.
     """
+    return spawn_argv(lab, netns.exec_argv(ns, argv), log, env)
+
+
+def spawn_argv(lab: str, argv: Sequence[str], log: Path,
+               env: Mapping[str, str] | None = None) -> int:
+    """Start argv as it is, detached, marked as the lab's, output appended to log."""
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {}), ENV_MARK: lab}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            netns.exec_argv(ns, argv),
+            list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -57,6 +57,24 @@ class LabError(RuntimeError):
     """A lab operation failed; the message says what to do about it."""
 
 
+def internet_services(state_dir: Path) -> dict[str, list[str]]:
+    """The lab internet's servers (key: argv): HTTP on port 80 and a DNS server that
+    answers the lab's names with INTERNET_IP."""
+    ip = str(names.INTERNET_IP)
+    return {
+        "internet-httpd": [sys.executable, "-m", "appliances.lab.httpd", "--name", "internet",
+                           "--port", "80"],
+        "internet-dns": [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--no-poll", "--bind-interfaces", f"--listen-address={ip}",
+            f"--local=/{names.DOMAIN}/", "--local=/internet.test/",
+            *(f"--host-record={dns_name},{ip}" for dns_name in names.INTERNET_DNS_NAMES),
+            f"--pid-file={state_dir / 'internet-dnsmasq.pid'}",
+            "--log-facility=-", "--log-queries",
+        ],
+    }
+
+
 def default_state_dir(name: str) -> Path:
     """$SKIFF_LAB_DIR/<name> if set, else /var/lib/skiff/lab/<name>."""
     return Path(os.environ.get("SKIFF_LAB_DIR") or DEFAULT_BASE) / name
@@ -359,18 +377,8 @@ class Lab:
         (d / MARKER).write_text(self.name + "\n")
 
     def _start_internet(self) -> None:
-        ip = str(names.INTERNET_IP)
-        self.spawn_in("internet", "internet-httpd",
-                      [sys.executable, "-m", "appliances.lab.httpd", "--name", "internet",
-                       "--port", "80"])
-        self.spawn_in("internet", "internet-dns", [
-            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-            "--no-hosts", "--no-poll", "--bind-interfaces", f"--listen-address={ip}",
-            f"--local=/{names.DOMAIN}/", "--local=/internet.test/",
-            *(f"--host-record={dns_name},{ip}" for dns_name in names.INTERNET_DNS_NAMES),
-            f"--pid-file={self.state_dir / 'internet-dnsmasq.pid'}",
-            "--log-facility=-", "--log-queries",
-        ])
+        for key, argv in internet_services(self.state_dir).items():
+            self.spawn_in("internet", key, argv)
 
     async def _start_guest(self, guest: Guest) -> None:
         await topology.build_guest(self.names, guest)

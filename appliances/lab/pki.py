@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliances.agent import tls
+from appliances.common import certs
 
 CLIENT_CN = "skiff-lab-client"
 VALIDITY = datetime.timedelta(days=30)
@@ -44,52 +43,14 @@ class PkiPaths:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(data)
+        f.write(certs.key_pem(key))
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _builder(subject: str, issuer: x509.Name,
-             key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-    )
-
-
-def _leaf(subject: str, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-          usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]):
-    key = ec.generate_private_key(ec.SECP256R1())
-    b = (
-        _builder(subject, ca_cert.subject, key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-    )
-    b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return key, b.sign(ca_key, hashes.SHA256())
+    path.write_bytes(certs.cert_pem(cert))
 
 
 def create_lab_pki(directory: Path, appliance_id: str,
@@ -97,26 +58,11 @@ def create_lab_pki(directory: Path, appliance_id: str,
     """Write a fresh CA, server and client certificate into directory (keys mode 0600)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = PkiPaths.in_dir(directory)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cn = f"skiff lab CA {appliance_id}"
-    ca_cert = (
-        _builder(ca_cn, _name(ca_cn), ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key, server_cert = _leaf(
-        appliance_id, ca_cert, ca_key, ExtendedKeyUsageOID.SERVER_AUTH,
-        [x509.DNSName(appliance_id), x509.IPAddress(ipaddress.IPv4Address(str(control_ip)))],
-    )
-    # RFC 5280 profiles (and strict verifiers) want a SAN on every leaf, clients too.
-    client_key, client_cert = _leaf(CLIENT_CN, ca_cert, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH,
-                                    [x509.DNSName(CLIENT_CN)])
+    ca_key, ca_cert = certs.make_ca(f"skiff lab CA {appliance_id}", VALIDITY)
+    server_key, server_cert = certs.issue(appliance_id, ca_cert, ca_key, certs.SERVER,
+                                          certs.server_sans(appliance_id, control_ip), VALIDITY)
+    client_key, client_cert = certs.issue(CLIENT_CN, ca_cert, ca_key, certs.CLIENT,
+                                          [x509.DNSName(CLIENT_CN)], VALIDITY)
     _write_key(paths.ca_key, ca_key)
     _write_cert(paths.ca_cert, ca_cert)
     _write_key(paths.server_key, server_key)
@@ -131,13 +77,10 @@ def add_server_cert(directory: Path, appliance_id: str, control_ip: ipaddress.IP
     """Issue another server certificate from the lab CA in directory (one more router):
     files <server>.pem and <server>.key, naming appliance_id and control_ip."""
     paths = PkiPaths.in_dir(directory, server)
-    ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key, cert = _leaf(
-        appliance_id, ca_cert, ca_key, ExtendedKeyUsageOID.SERVER_AUTH,
-        [x509.DNSName(appliance_id), x509.IPAddress(ipaddress.IPv4Address(str(control_ip)))],
-    )
+    ca_cert = certs.load_cert(paths.ca_cert.read_bytes())
+    ca_key = certs.load_key(paths.ca_key.read_bytes())
+    key, cert = certs.issue(appliance_id, ca_cert, ca_key, certs.SERVER,
+                            certs.server_sans(appliance_id, control_ip), VALIDITY)
     _write_key(paths.server_key, key)
     _write_cert(paths.server_cert, cert)
     return paths

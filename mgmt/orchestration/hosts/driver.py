@@ -164,8 +164,9 @@ class HostDriver(abc.ABC):
         """Names of the routers and instances running on the host now."""
 
     @abc.abstractmethod
-    async def agent_endpoint(self, name: str) -> AgentEndpoint:
-        """Where to reach the named router's agent from the management server."""
+    async def agent_endpoint(self, name: str, control_ip: str) -> AgentEndpoint:
+        """Where the management server reaches the named router's agent, whose control
+        address on this host is control_ip (directly, or a tunnel's local end)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (SSH sessions, tunnels)."""

@@ -1,0 +1,76 @@
+"""How a host driver runs commands on its host: locally, or over SSH.
+
+The namespace runtime (mgmt.orchestration.hosts.runtime) is written against
+this protocol only, so the same code builds routers and instances on the
+management server's own machine (LocalExecutor) and on a remote Linux host
+(mgmt.orchestration.hosts.ssh.SshExecutor). Commands are argv lists; an
+executor that needs a command string (SSH) quotes every element itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from appliances.common import proc
+from appliances.common.proc import Result
+from appliances.lab import daemons
+
+
+class Executor(Protocol):
+    #: Label used in error messages and logs ("local", "ssh kvm2.example").
+    where: str
+
+    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
+                  input: str | bytes | None = None) -> Result:
+        """Run argv to completion on the host."""
+        ...
+
+    async def spawn(self, argv: Sequence[str], *, log: str,
+                    env: Mapping[str, str] | None = None) -> int:
+        """Start a long-running process detached from the caller (own session, output
+        appended to ``log``, a path on the host) and return its pid on the host."""
+        ...
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Write a file on the host atomically (temp file, fsync, rename), with mode."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class LocalExecutor:
+    """Runs on the management server's own machine."""
+
+    where = "local"
+
+    def __init__(self, mark: str):
+        #: Value of SKIFF_LAB in every spawned process: ``skiff lab down --name <mark>``
+        #: finds them even when their namespace is gone.
+        self.mark = mark
+
+    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
+                  input: str | bytes | None = None) -> Result:
+        return await proc.run(argv, check=check, timeout=timeout, input=input)
+
+    async def spawn(self, argv: Sequence[str], *, log: str,
+                    env: Mapping[str, str] | None = None) -> int:
+        return daemons.spawn_argv(self.mark, argv, Path(log), env)
+
+    async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    async def close(self) -> None:
+        daemons.reap()

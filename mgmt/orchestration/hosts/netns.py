@@ -1,0 +1,200 @@
+"""The ``netns`` host driver: routers and instances as namespaces on this machine.
+
+A host ``netns://<lab>`` is a zone fabric named like a lab (``skf-<lab>-``
+prefix, so ``skiff lab down --name <lab>`` removes all of it and
+``skiff lab exec --name <lab> internet -- ...`` runs commands in it):
+
+- ``skf-<lab>-switch`` holds the segment bridges (``s1`` is the public segment)
+  and the control bridge ``ctl``;
+- ``skf-<lab>-internet`` is the lab's Internet on the public segment
+  (203.0.113.1, an HTTP and a DNS server, the remote-client addresses);
+- the root-namespace veth ``skf-<lab>-ctl`` holds the host's control address
+  169.254.<N>.1/24 and leads to ``ctl``: the management server reaches every
+  router's agent through it, as a CloudStack host reaches its routers over
+  link-local; nothing else of the lab is in the root namespace;
+- routers ``skf-<lab>-r-<id>-VM`` and instances ``skf-<lab>-i-<a>-<id>-VM``.
+
+The fabric's state (the control subnet) is in ``<state_dir>/fabric.json`` so a
+restarted management server finds the same fabric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import shutil
+from pathlib import Path
+
+from appliances.lab import names, topology
+from appliances.lab.lab import MARKER, default_state_dir, internet_services
+from mgmt.orchestration.hosts.driver import (
+    PUBLIC_VNI,
+    AgentEndpoint,
+    HostDriver,
+    HostError,
+    HostFacts,
+    HostHealth,
+    InstancePlan,
+    NicPlan,
+    RouterPlan,
+)
+from mgmt.orchestration.hosts.executor import LocalExecutor
+from mgmt.orchestration.hosts.runtime import AGENT_PORT, CONTROL_BRIDGE, NamespaceRuntime
+
+REQUIRED_TOOLS = ("ip", "bridge", "unshare", "busybox", "dnsmasq", "nft")
+FABRIC_FILE = "fabric.json"
+CONTROL_UPLINK = "ctl-up"
+
+
+class NetnsHostDriver(HostDriver):
+    def __init__(self, lab: str, state_dir: str | Path | None = None):
+        self.names = names.LabNames(names.check_name(lab))
+        self.lab = lab
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir(lab)
+        self.x = LocalExecutor(lab)
+        self.runtime = NamespaceRuntime(self.x, prefix=self.names.prefix,
+                                        bridge_ns=self.names.switch,
+                                        state_dir=str(self.state_dir))
+        self.control_network = ipaddress.IPv4Network("169.254.0.0/24")  # set by prepare
+        self._prepared = asyncio.Lock()
+        self._ready = False
+        self._load()
+
+    @property
+    def switch(self) -> str:
+        return self.names.switch
+
+    @property
+    def root_link(self) -> str:
+        return f"{self.names.prefix}ctl"
+
+    def _load(self) -> None:
+        try:
+            data = json.loads((self.state_dir / FABRIC_FILE).read_text())
+            self.control_network = ipaddress.IPv4Network(data["control_network"])
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def _save(self) -> None:
+        (self.state_dir / FABRIC_FILE).write_text(
+            json.dumps({"control_network": str(self.control_network)}) + "\n")
+
+    # -- prepare ------------------------------------------------------------------------
+
+    async def prepare(self) -> HostFacts:
+        async with self._prepared:
+            if os.geteuid() != 0:
+                raise HostError(f"netns host {self.lab}: the management server must run as "
+                                "root to build namespaces")
+            missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+            if missing:
+                raise HostError(f"netns host {self.lab}: missing tools {', '.join(missing)} "
+                                "(make deps installs them)")
+            self._state_dir()
+            await self._fabric()
+            self._ready = True
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return HostFacts(hostname=self.lab, cpus=os.cpu_count() or 1, cpu_speed_mhz=2000,
+                         memory_bytes=memory, hypervisor_version="netns")
+
+    def _state_dir(self) -> None:
+        d = self.state_dir.resolve()
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)  # dnsmasq drops to nobody and reads its files in the agents' folders
+        (d / MARKER).write_text(self.lab + "\n")
+
+    async def _fabric(self) -> None:
+        rt = self.runtime
+        await rt.ensure_namespace(self.switch)
+        await rt.plug_segment(PUBLIC_VNI)
+        await self._control()
+        await self._internet()
+
+    async def _control(self) -> None:
+        rt = self.runtime
+        await rt.ensure_control(self._host_ip)
+        if self.root_link in await rt.links(None):
+            return
+        async with topology.allocation_lock():
+            if not (self.state_dir / FABRIC_FILE).exists():
+                octet = await topology.choose_control_octet(self.lab)
+                self.control_network = ipaddress.IPv4Network(f"169.254.{octet}.0/24")
+                self._save()
+            await rt.ip(None, "link", "add", self.root_link, "type", "veth", "peer", "name",
+                        CONTROL_UPLINK, "netns", self.switch)
+            await rt.ip(None, "address", "add", str(self._host_ip), "dev", self.root_link)
+            await rt.ip(None, "link", "set", self.root_link, "up")
+        await rt.ip(self.switch, "link", "set", CONTROL_UPLINK, "master", CONTROL_BRIDGE, "up")
+
+    @property
+    def _host_ip(self) -> ipaddress.IPv4Interface:
+        net = self.control_network
+        return ipaddress.IPv4Interface(f"{net.network_address + 1}/{net.prefixlen}")
+
+    async def _internet(self) -> None:
+        rt = self.runtime
+        ns = self.names.internet
+        fresh = ns not in await rt.namespaces()
+        await rt.ensure_namespace(ns)
+        await rt.plug(ns, NicPlan("eth0", names.INTERNET_MAC, "public", PUBLIC_VNI),
+                      f"s{PUBLIC_VNI}", "internet")
+        if not fresh:
+            return
+        await rt.ip(ns, "address", "replace",
+                    f"{names.INTERNET_IP}/{names.PUBLIC_CIDR.prefixlen}", "dev", "eth0")
+        for ip in names.REMOTE_CLIENT_IPS:
+            await rt.ip(ns, "address", "replace", f"{ip}/32", "dev", "lo")
+        for key, argv in internet_services(self.state_dir).items():
+            await self.x.spawn(["ip", "netns", "exec", ns, *argv],
+                               log=str(self.state_dir / "logs" / f"{key}.log"))
+
+    async def _ensure_ready(self) -> None:
+        if not self._ready:
+            await self.prepare()
+
+    # -- the interface ------------------------------------------------------------------
+
+    async def health(self) -> HostHealth:
+        if self.switch not in await self.runtime.namespaces():
+            return HostHealth(False, f"the fabric namespace {self.switch} is gone")
+        return HostHealth(True)
+
+    async def plug_segment(self, vni: int, peers: tuple[str, ...] = (), mtu: int = 1500) -> None:
+        await self._ensure_ready()
+        await self.runtime.plug_segment(vni, peers, mtu)
+
+    async def unplug_segment(self, vni: int) -> None:
+        if vni != PUBLIC_VNI:
+            await self.runtime.unplug_segment(vni)
+
+    async def start_router(self, plan: RouterPlan) -> AgentEndpoint:
+        await self._ensure_ready()
+        if plan.control_ip.ip not in self.control_network:
+            raise HostError(f"router {plan.name}: control address {plan.control_ip} is not in "
+                            f"host {self.lab}'s control network {self.control_network}")
+        await self.runtime.start_router(plan)
+        return AgentEndpoint(str(plan.control_ip.ip), AGENT_PORT)
+
+    async def start_instance(self, plan: InstancePlan) -> None:
+        await self._ensure_ready()
+        await self.runtime.start_instance(plan)
+
+    async def stop(self, name: str) -> None:
+        await self.runtime.stop(name)
+
+    async def destroy(self, name: str) -> None:
+        await self.runtime.destroy(name)
+
+    async def running(self) -> set[str]:
+        return await self.runtime.running()
+
+    async def agent_endpoint(self, name: str, control_ip: str) -> AgentEndpoint:
+        return AgentEndpoint(control_ip, AGENT_PORT)
+
+    async def lease(self, name: str) -> dict[str, str]:
+        return await self.runtime.lease(name)
+
+    async def close(self) -> None:
+        await self.x.close()
