@@ -42,7 +42,10 @@ class AgentClient:
     async def request(self, method: str, path: str, data: Any = None,
                       timeout: float | None = None) -> Reply:
         kwargs: dict[str, Any] = {"ssl": self.ssl, "server_hostname": self.appliance_id}
-        if data is not None:
+        if isinstance(data, bytes):
+            kwargs["data"] = data
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        elif data is not None:
             kwargs["json"] = data
         tmo = aiohttp.ClientTimeout(total=timeout, connect=5) if timeout else self.timeout
         async with (
@@ -64,6 +67,13 @@ class AgentClient:
         if hasattr(document, "model_dump"):
             document = document.model_dump(mode="json")
         return await self.request("PUT", "/v1/config", document)
+
+    async def put_body(self, body: bytes) -> Reply:
+        """PUT a document already serialised: the agent's document_hash is sha256(body)."""
+        return await self.request("PUT", "/v1/config", body)
+
+    async def status(self, timeout: float | None = None) -> Reply:
+        return await self.request("GET", "/v1/status", timeout=timeout)
 
     async def apply(self, document: Any) -> Reply:
         """PUT a document and raise AgentError unless the agent applied it."""

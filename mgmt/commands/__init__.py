@@ -2,15 +2,19 @@
 
 from mgmt.commands import (  # noqa: F401
     accounts,
+    addresses,
     apis,
     auth,
     catalog,
     config,
     events,
+    firewall,
     infra,
     jobs,
     networks,
     projects,
+    routers,
     tags,
+    vms,
     zones,
 )

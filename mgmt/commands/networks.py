@@ -23,8 +23,10 @@ from mgmt.commands.projects import visible_project
 from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import NetworkOffering, NetworkOfferingService
+from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.networks import Network
 from mgmt.db.tenancy import owned_by
+from mgmt.orchestration import networks as orchestration
 
 #: CloudStack's default guest CIDR of a zone (and of a network in a zone without one).
 DEFAULT_CIDR = "10.1.1.0/24"
@@ -174,8 +176,8 @@ def network_fields(
         "dns1": n.dns1,
         "dns2": n.dns2,
         "vlan": n.vlan,
-        "broadcasturi": f"vlan://{n.vlan}" if n.vlan else None,
-        "broadcastdomaintype": "Vlan",
+        "broadcasturi": f"vxlan://{n.vlan}" if n.vlan else None,
+        "broadcastdomaintype": "Vxlan",
         "account": account.name,
         "domainid": domain.uuid,
         "domain": domain.name,
@@ -492,6 +494,16 @@ async def update_network(call, args) -> ObjectResult:
 async def delete_network(call, args) -> PlainResult:
     async with call.server.db.sessions() as session:
         network = await _visible_network(session, call, args["id"])
+        users = await session.scalar(
+            select(VmInstance.host_name).join(Nic, Nic.vm_id == VmInstance.id).where(
+                Nic.network_id == network.id, Nic.live(), VmInstance.live(),
+                VmInstance.type == "User"))
+        if users:
+            raise ApiError(431, f"network {network.name} still has instances (e.g. {users}): "
+                           "destroy and expunge them first")
+    await orchestration.shutdown(call.server.orchestrator, network.id)
+    async with call.server.db.sessions() as session:
+        network = await session.get_one(Network, network.id)
         network.remove()
         await session.commit()
         await call.server.events.record(
@@ -502,10 +514,11 @@ async def delete_network(call, args) -> PlainResult:
 
 @command(
     "restartNetwork",
-    description="Restarts a network (for now: checks it; routers come in a later issue)",
+    description="Restarts a network: pushes its routers' whole documents again; with "
+    "cleanup, replaces its routers by new ones first",
     params=[
         Param("id", "uuid", required=True, resource="network"),
-        Param("cleanup", "boolean", description="accepted for compatibility"),
+        Param("cleanup", "boolean", description="destroy the routers and start new ones"),
         Param("makeredundant", "boolean", description="accepted for compatibility"),
         Param("livepatch", "boolean", description="accepted for compatibility"),
     ],
@@ -518,7 +531,8 @@ async def delete_network(call, args) -> PlainResult:
 async def restart_network(call, args) -> PlainResult:
     async with call.server.db.sessions() as session:
         network = await _visible_network(session, call, args["id"])
-        await call.server.events.record(
-            call, "NETWORK.RESTART", f"restarted network {network.name}", network
-        )
+    await orchestration.restart(call.server.orchestrator, network.id, bool(args["cleanup"]))
+    await call.server.events.record(
+        call, "NETWORK.RESTART", f"restarted network {network.name}", network
+    )
     return PlainResult({"success": True})

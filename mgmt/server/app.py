@@ -22,6 +22,7 @@ from mgmt.db.engine import Database, database_url, open_database
 from mgmt.db.settings import throttling
 from mgmt.db.tenancy import Caller
 from mgmt.jobs.runner import JobRunner
+from mgmt.orchestration.orchestrator import Orchestrator
 from mgmt.server.directory import DbDirectory
 from mgmt.server.events import EventLog
 from mgmt.server.http import build_app
@@ -53,6 +54,7 @@ class ManagementServer:
         self.directory: DbDirectory | None = None
         self.jobs: JobRunner | None = None
         self.events: EventLog | None = None
+        self.orchestrator: Orchestrator | None = None
         self.admin: BootstrapResult | None = None
         self.limiters: list[RateLimiter] = []  # one per dispatcher; see set_throttling
         self._runners: list[web.AppRunner] = []
@@ -67,6 +69,8 @@ class ManagementServer:
         self.directory = DbDirectory(self.db, self.settings.session_timeout)
         self.events = EventLog(self.db)
         self.jobs = JobRunner(self.db, self.id, self)
+        self.orchestrator = Orchestrator(self.db, self.settings.home, self.id, self.events)
+        await self.orchestrator.start()
         resumed, failed = await self.jobs.recover(self.directory)
         if resumed or failed:
             log.info("jobs left by a stopped server: %d resumed, %d failed", resumed, failed)
@@ -118,6 +122,8 @@ class ManagementServer:
             await runner.cleanup()
         if self.jobs:
             await self.jobs.drain()
+        if self.orchestrator:
+            await self.orchestrator.close()
         if self.db:
             await self.db.close()
 

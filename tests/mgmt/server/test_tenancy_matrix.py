@@ -21,7 +21,11 @@ from sqlalchemy import select
 import mgmt.commands  # noqa: F401
 from mgmt.api.registry import REGISTRY
 from mgmt.db import jobs as job_table
-from mgmt.db.models import User
+from mgmt.db.models import Account, User, Zone
+from mgmt.db.models.compute import Router, VmInstance
+from mgmt.db.models.infra import PublicIp, VlanIpRange
+from mgmt.db.models.networks import Network
+from mgmt.db.models.rules import FirewallRule
 
 #: Kinds that are not owned by an account (visible by design, or root-only).
 UNOWNED = {"zone", "pod", "cluster", "host", "physicalnetwork", "vlan", "ostype",
@@ -75,7 +79,9 @@ async def world(live):
                           networkofferingid=offering["id"]))["network"]
     project = (await call(alice_client, "createProject", name="alice-prj",
                           displaytext="alice's project"))["project"]
+    owned = await _owned_rows(server, alice["id"], network["id"], zone["id"])
     objects = {
+        **owned,
         "template": template["id"],
         "project": project["id"],
         "network": network["id"],
@@ -85,6 +91,36 @@ async def world(live):
         "job": job_uuid,
     }
     return call, {"bob": bob, "d2admin": d2admin}, objects
+
+
+async def _owned_rows(server, account_uuid: str, network_uuid: str, zone_uuid: str) -> dict:
+    """Rows alice owns that only orchestration makes (inserted directly: no hosts here)."""
+    async with server.db.sessions() as session:
+        account = await session.scalar(select(Account).where(Account.uuid == account_uuid))
+        network = await session.scalar(select(Network).where(Network.uuid == network_uuid))
+        zone = await session.scalar(select(Zone).where(Zone.uuid == zone_uuid))
+        owner = {"account_id": account.id, "domain_id": account.domain_id}
+        rng = VlanIpRange(zone_id=zone.id, gateway="203.0.113.1", netmask="255.255.255.0",
+                          start_ip="203.0.113.10", end_ip="203.0.113.10")
+        session.add(rng)
+        await session.flush()
+        ip = PublicIp(address="203.0.113.10", zone_id=zone.id, vlan_range_id=rng.id,
+                      state="Allocated", account_id=account.id, network_id=network.id)
+        vm = VmInstance(name="i-x-1-VM", host_name="vm1", type="User", state="Stopped",
+                        zone_id=zone.id, **owner)
+        rvm = VmInstance(name="r-x-2-VM", type="DomainRouter", state="Stopped",
+                         zone_id=zone.id, **owner)
+        session.add_all([ip, vm, rvm])
+        await session.flush()
+        router = Router(vm_id=rvm.id, network_id=network.id)
+        rules = {kind: FirewallRule(purpose=kind, network_id=network.id, ip_address_id=ip.id,
+                                    protocol="tcp", start_port=22, state="Active", **owner)
+                 for kind in ("Firewall", "PortForwarding")}
+        session.add_all([router, *rules.values()])
+        await session.commit()
+        return {"ipaddress": ip.uuid, "virtualmachine": vm.uuid, "router": rvm.uuid,
+                "firewallrule": rules["Firewall"].uuid,
+                "portforwardingrule": rules["PortForwarding"].uuid}
 
 
 def _dummy(p) -> str:

@@ -1,0 +1,108 @@
+"""Network life cycle: implement on first use, restart, shut down.
+
+As in CloudStack, an isolated network is implemented when its first instance
+is deployed (or a rule needs its router): a source-NAT public address, a VXLAN
+id, the router (two for a redundant offering) started on a host, and the
+whole document pushed. Implementing an implemented network with a running
+router changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+
+from mgmt.db.models.compute import Router, VmInstance
+from mgmt.db.models.infra import PublicIp
+from mgmt.db.models.networks import Network
+from mgmt.orchestration import addresses, routers
+from mgmt.orchestration.placement import vni_of
+
+_locks: dict[int, asyncio.Lock] = {}
+
+
+def _lock(network_id: int) -> asyncio.Lock:
+    return _locks.setdefault(network_id, asyncio.Lock())
+
+
+async def live_routers(session, network_id: int) -> list[tuple[Router, VmInstance]]:
+    rows = await session.execute(
+        select(Router, VmInstance).join(VmInstance, VmInstance.id == Router.vm_id)
+        .where(Router.network_id == network_id, Router.live(), VmInstance.live())
+        .order_by(Router.id))
+    return [(r, v) for r, v in rows.all()]
+
+
+async def source_nat_ip(orch, network: Network) -> PublicIp:
+    async with orch.db.sessions() as session:
+        snat = await session.scalar(select(PublicIp).where(
+            PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live(),
+            PublicIp.state == "Allocated"))
+    if snat is not None:
+        return snat
+    return await addresses.allocate(orch.db, network.zone_id, network.account_id, network.id,
+                                    source_nat=True)
+
+
+async def implement(orch, network_id: int) -> None:
+    """Make the network run: its source NAT address and a running router."""
+    async with _lock(network_id):
+        async with orch.db.sessions() as session:
+            network = await session.get_one(Network, network_id)
+            running = [r for r, v in await live_routers(session, network_id)
+                       if v.state == "Running"]
+            if network.state == "Implemented" and running:
+                return
+        snat = await source_nat_ip(orch, network)
+        async with orch.db.sessions() as session:
+            network = await session.get_one(Network, network_id)
+            network.vlan = str(vni_of(network))
+            network.state = "Implementing"
+            await session.commit()
+            existing = await live_routers(session, network_id)
+        if not existing:
+            router_ids = [await routers.create(orch, network, snat)]
+        else:
+            router_ids = [r.id for r, v in existing if v.state != "Running"]
+        for router_id in router_ids:
+            await routers.start(orch, router_id)
+        async with orch.db.sessions() as session:
+            network = await session.get_one(Network, network_id)
+            network.state = "Implemented"
+            await session.commit()
+
+
+async def restart(orch, network_id: int, cleanup: bool) -> None:
+    """Re-push the document; with cleanup, replace the routers by new ones first."""
+    async with orch.db.sessions() as session:
+        existing = await live_routers(session, network_id)
+        network = await session.get_one(Network, network_id)
+    if network.state == "Allocated" and not existing:
+        return
+    if cleanup:
+        for router, _vm in existing:
+            await routers.destroy(orch, router.id)
+        async with orch.db.sessions() as session:
+            network = await session.get_one(Network, network_id)
+            network.state = "Allocated"
+            await session.commit()
+        await implement(orch, network_id)
+        return
+    await implement(orch, network_id)
+    from mgmt.orchestration import sync
+
+    for router, _vm in existing:
+        await sync.converge(orch, router.id, force=True)
+
+
+async def shutdown(orch, network_id: int) -> None:
+    """Destroy the network's routers and give its public addresses back."""
+    async with orch.db.sessions() as session:
+        existing = await live_routers(session, network_id)
+        ips = list((await session.scalars(select(PublicIp.id).where(
+            PublicIp.network_id == network_id, PublicIp.live()))).all())
+    for router, _vm in existing:
+        await routers.destroy(orch, router.id)
+    for ip_id in ips:
+        await addresses.release(orch.db, ip_id)

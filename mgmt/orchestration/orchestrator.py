@@ -1,0 +1,141 @@
+"""The orchestrator: host drivers, the appliance CA, agent clients and router locks.
+
+One per management server (``server.orchestrator``); the life-cycle modules
+(networks, routers, instances, sync) take it as their first argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+
+from appliances.lab.agentclient import AgentClient
+from mgmt.db.engine import Database
+from mgmt.db.models import Event
+from mgmt.db.models.compute import Nic, Router, VmInstance
+from mgmt.db.models.infra import Host
+from mgmt.orchestration.hosts.driver import HostDriver, HostError, HostFacts
+from mgmt.orchestration.locks import RouterLocks
+from mgmt.orchestration.pki import ApplianceCA
+
+log = logging.getLogger("skiff.orchestration")
+
+#: How long a router has to answer one document (a first apply starts every daemon).
+PUSH_TIMEOUT = 120.0
+
+
+def make_driver(host: Host) -> HostDriver:
+    """The driver for a host row, from its URL: netns://<lab> or ssh://[user@]host[:port]."""
+    parts = urlsplit(host.url if "://" in host.url else f"netns://{host.url}")
+    if parts.scheme == "netns" or host.hypervisor == "Netns":
+        from mgmt.orchestration.hosts.netns import NetnsHostDriver
+
+        return NetnsHostDriver(parts.hostname or host.name)
+    if parts.scheme == "ssh":
+        try:
+            from mgmt.orchestration.hosts.ssh import SshHostDriver  # type: ignore[import-not-found]
+        except ImportError as exc:  # pragma: no cover - until the SSH driver lands
+            raise HostError(f"host {host.name}: SSH hosts are not supported here ({exc})") from exc
+        return SshHostDriver.for_host(host)  # type: ignore[no-any-return]
+    raise HostError(f"host {host.name}: no driver for URL {host.url!r} "
+                    "(use netns://<lab name> or ssh://<address>)")
+
+
+class Orchestrator:
+    def __init__(self, db: Database, home: Path, owner: str, events: Any = None):
+        self.db = db
+        self.home = home
+        self.owner = owner
+        self.events = events
+        self.locks = RouterLocks(db, owner)
+        self.ca: ApplianceCA | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._drivers: dict[int, HostDriver] = {}
+        self._facts: dict[int, HostFacts] = {}
+        self._host_locks: dict[int, asyncio.Lock] = {}
+        self.background: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self.ca = await ApplianceCA.load(self.db, self.home)
+        self._ssl = self.ca.client_context()
+
+    async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        for driver in self._drivers.values():
+            try:
+                await driver.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.exception("closing a host driver failed")
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def driver(self, host: Host) -> HostDriver:
+        driver = self._drivers.get(host.id)
+        if driver is None:
+            driver = self._drivers[host.id] = make_driver(host)
+        return driver
+
+    def host_lock(self, host_id: int) -> asyncio.Lock:
+        """Serialises choices that a host's own state decides (its control addresses)."""
+        return self._host_locks.setdefault(host_id, asyncio.Lock())
+
+    async def facts(self, host: Host) -> HostFacts:
+        if host.id not in self._facts:
+            self._facts[host.id] = await self.driver(host).prepare()
+        return self._facts[host.id]
+
+    async def segment_hosts(self, network_id: int) -> list[Host]:
+        """Hosts that run a router or instance with a NIC on the network."""
+        async with self.db.sessions() as session:
+            rows = await session.scalars(
+                select(Host).where(Host.id.in_(
+                    select(VmInstance.host_id).join(Nic, Nic.vm_id == VmInstance.id)
+                    .where(Nic.network_id == network_id, Nic.live(), VmInstance.live(),
+                           VmInstance.host_id.is_not(None)))).order_by(Host.id))
+            return list(rows.all())
+
+    async def peers(self, network_id: int, host_id: int) -> tuple[str, ...]:
+        """Underlay addresses of the other hosts that carry the network's segment."""
+        out = []
+        for host in await self.segment_hosts(network_id):
+            if host.id != host_id:
+                facts = await self.facts(host)
+                if facts.underlay_ip:
+                    out.append(facts.underlay_ip)
+        return tuple(sorted(out))
+
+    async def wire_segment(self, network_id: int, vni: int) -> None:
+        """Give every host of the segment the current list of VXLAN peers."""
+        for host in await self.segment_hosts(network_id):
+            await self.driver(host).plug_segment(vni, await self.peers(network_id, host.id))
+
+    async def record_event(self, type_: str, description: str, account_id: int | None,
+                           domain_id: int | None, level: str = "INFO") -> None:
+        """An event no API call caused (the reconcile loop's repairs)."""
+        async with self.db.sessions() as session:
+            session.add(Event(type=type_, level=level, description=description,
+                              state="Completed", account_id=account_id, domain_id=domain_id))
+            await session.commit()
+
+    # -- agents ---------------------------------------------------------------------------
+
+    async def agent(self, host: Host, vm: VmInstance, router: Router,
+                    timeout: float = PUSH_TIMEOUT) -> AgentClient:
+        """A mutual-TLS client that insists the agent's certificate names ``vm.name``."""
+        if self._ssl is None or router.control_ip is None:
+            raise HostError(f"router {vm.name} has no control address yet")
+        endpoint = await self.driver(host).agent_endpoint(vm.name, router.control_ip)
+        return AgentClient(endpoint.url, vm.name, self._ssl, timeout=timeout)

@@ -1,0 +1,199 @@
+"""Virtual router life cycle: create, start, stop, destroy, recreate.
+
+A router is a ``vm_instances`` row of type DomainRouter, named ``r-<id>-VM``
+(its appliance id: the name in its certificate), with three NICs: guest
+(eth0, the network's gateway), control (eth1, a link-local address on its
+host) and public (eth2, the network's source-NAT address). Starting it means:
+a host, the segments on that host, a control address, a fresh certificate,
+the driver's start, the agent's health, and the whole document pushed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from sqlalchemy import select
+
+from mgmt.api.errors import ApiError
+from mgmt.db.models.compute import Nic, Router, VmInstance
+from mgmt.db.models.infra import Host, PublicIp, VlanIpRange
+from mgmt.db.models.networks import Network
+from mgmt.db.types import utcnow
+from mgmt.orchestration import sync
+from mgmt.orchestration.hosts.driver import PUBLIC_VNI, HostError, NicPlan, RouterPlan
+from mgmt.orchestration.placement import free_control_ip, new_mac, vni_of
+
+log = logging.getLogger("skiff.orchestration")
+
+AGENT_HEALTH_TIMEOUT = 60.0
+ROUTER_CPU, ROUTER_CPU_MHZ, ROUTER_MEMORY_MIB = 1, 500, 256
+INSUFFICIENT_CAPACITY = 533
+
+
+async def choose_host(session, zone_id: int, *, cpu_number: int, cpu_speed: int,
+                      memory_mib: int, avoid: frozenset[int] = frozenset()) -> Host:
+    """A host for a new VM (mgmt.orchestration.allocator when present)."""
+    try:
+        from mgmt.orchestration import allocator  # type: ignore[attr-defined]
+    except ImportError:
+        allocator = None
+    if allocator is not None:
+        return await allocator.choose_host(session, zone_id, cpu_number=cpu_number,
+                                           cpu_speed=cpu_speed, memory_mib=memory_mib,
+                                           avoid=avoid)
+    host = await session.scalar(
+        select(Host).where(Host.zone_id == zone_id, Host.live(), Host.state == "Up",
+                           Host.resource_state == "Enabled", Host.id.not_in(avoid or {-1}))
+        .order_by(Host.id))
+    if host is None:
+        raise ApiError(INSUFFICIENT_CAPACITY, "no Up and Enabled host in the zone has room "
+                       "for a virtual router")
+    return host
+
+
+async def create(orch, network: Network, source_nat: PublicIp) -> int:
+    """Insert the router's rows (Stopped); returns the router id."""
+    async with orch.db.sessions() as session:
+        rng = await session.get_one(VlanIpRange, source_nat.vlan_range_id)
+        vm = VmInstance(name=f"r-new-{new_mac('00:00')}", type="DomainRouter",
+                        state="Stopped", account_id=network.account_id,
+                        domain_id=network.domain_id, zone_id=network.zone_id,
+                        cpu_number=ROUTER_CPU, cpu_speed=ROUTER_CPU_MHZ,
+                        memory=ROUTER_MEMORY_MIB)
+        session.add(vm)
+        await session.flush()
+        vm.name = vm.host_name = f"r-{vm.id}-VM"
+        session.add_all([
+            Nic(vm_id=vm.id, network_id=network.id, traffic_type="Guest",
+                ip_address=network.gateway, netmask=network.netmask, mac=new_mac(),
+                device_id=0),
+            Nic(vm_id=vm.id, traffic_type="Control", netmask="255.255.255.0",
+                mac=new_mac("0e:00"), device_id=1),
+            Nic(vm_id=vm.id, traffic_type="Public", ip_address=source_nat.address,
+                netmask=rng.netmask, gateway=rng.gateway, mac=new_mac("06:00"),
+                device_id=2, is_default=True),
+        ])
+        router = Router(vm_id=vm.id, network_id=network.id)
+        session.add(router)
+        await session.commit()
+        return router.id
+
+
+async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> None:
+    """Place and start the router, wait for its agent, push its whole document."""
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        network = await session.get_one(Network, router.network_id)
+        host = await choose_host(session, vm.zone_id, cpu_number=vm.cpu_number,
+                                 cpu_speed=vm.cpu_speed, memory_mib=vm.memory, avoid=avoid)
+        driver = orch.driver(host)
+        try:
+            await driver.prepare()
+        except HostError as exc:
+            raise ApiError(530, f"host {host.name} cannot run routers: {exc}") from exc
+        async with orch.host_lock(host.id):
+            control_ip = await free_control_ip(session, host.id, driver.control_network)
+            router.control_ip = control_ip
+            vm.host_id, vm.state = host.id, "Starting"
+            await session.commit()
+        nics = {n.traffic_type: n for n in (await session.scalars(
+            select(Nic).where(Nic.vm_id == vm.id, Nic.live()))).all()}
+        plan = RouterPlan(
+            name=vm.name,
+            nics=(NicPlan("eth0", nics["Guest"].mac, "guest", vni_of(network)),
+                  NicPlan("eth1", nics["Control"].mac, "control"),
+                  NicPlan("eth2", nics["Public"].mac, "public", PUBLIC_VNI)),
+            control_ip=ipaddress.IPv4Interface(
+                f"{control_ip}/{driver.control_network.prefixlen}"),
+            certs=orch.ca.issue_agent(vm.name, control_ip),
+            cpu_number=vm.cpu_number, memory_mib=vm.memory,
+        )
+        nics["Control"].ip_address = control_ip
+        await session.commit()
+        name, host_id = vm.name, host.id
+    try:
+        await driver.plug_segment(vni_of(network), await orch.peers(network.id, host_id))
+        await driver.start_router(plan)
+        client = await orch.agent(host, vm, router)
+        await client.wait_healthy(AGENT_HEALTH_TIMEOUT)
+    except Exception as exc:
+        await _set_state(orch, router_id, "Error")
+        raise ApiError(530, f"router {name} did not start on host {host.name}: {exc}") from exc
+    await _set_state(orch, router_id, "Running")
+    await sync.converge(orch, router_id, force=True)
+
+
+async def _set_state(orch, router_id: int, state: str) -> None:
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        vm.state = state
+        if state == "Running":
+            vm.started = utcnow()
+        await session.commit()
+
+
+async def stop(orch, router_id: int) -> None:
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        host = await session.get(Host, vm.host_id) if vm.host_id else None
+        vm.state = "Stopping"
+        await session.commit()
+    if host is not None:
+        await orch.driver(host).stop(vm.name)
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        vm.state, vm.last_host_id, vm.host_id = "Stopped", vm.host_id, None
+        router.applied_hash, router.redundant_state = None, "UNKNOWN"
+        await session.commit()
+
+
+async def destroy(orch, router_id: int) -> None:
+    """Stop the router and remove it and its NICs."""
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        host = await session.get(Host, vm.host_id) if vm.host_id else None
+    if host is not None:
+        try:
+            await orch.driver(host).destroy(vm.name)
+        except HostError as exc:  # the host may be gone: the rows go anyway
+            log.warning("destroying %s on %s: %s", vm.name, host.name, exc)
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        for nic in (await session.scalars(select(Nic).where(Nic.vm_id == vm.id,
+                                                            Nic.live()))).all():
+            nic.remove()
+        vm.state, vm.host_id = "Destroyed", None
+        vm.remove()
+        router.remove()
+        await session.commit()
+
+
+async def recreate(orch, router_id: int, reason: str) -> int:
+    """Replace a router that stopped answering: a new one on a healthy host (the old
+    host avoided), the whole document pushed. Returns the new router's id."""
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        network = await session.get_one(Network, router.network_id)
+        snat = await session.scalar(select(PublicIp).where(
+            PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live()))
+        old_host = vm.host_id
+    await destroy(orch, router_id)
+    new_id = await create(orch, network, snat)
+    avoid = frozenset({old_host}) if old_host else frozenset()
+    try:
+        await start(orch, new_id, avoid=avoid)
+    except ApiError as exc:
+        if exc.code != INSUFFICIENT_CAPACITY or not avoid:
+            raise
+        await start(orch, new_id)  # the old host is the only one: use it again
+    await orch.record_event("ROUTER.RECREATE", f"recreated router {vm.name} as router "
+                            f"{new_id} ({reason})", network.account_id, network.domain_id)
+    return new_id
