@@ -71,10 +71,10 @@ DEFAULTS: tuple[Setting, ...] = (
             "How hosts are chosen for new instances: firstfit (the first host with room, "
             "in host order), fillfirst (pack: the fullest host that still has room) or "
             "disperse (spread: the emptiest host).", scope="zone"),
-    Setting("router.reconcile.interval", 5, "Advanced",
+    Setting("router.reconcile.interval", 2, "Advanced",
             "Seconds between the checks that compare each router's applied document with "
             "the database and re-push drift.", range=(1, 3600)),
-    Setting("router.check.failures", 3, "Advanced",
+    Setting("router.check.failures", 2, "Advanced",
             "Missed checks in a row after which a router is declared dead and recreated.",
             range=(1, 100)),
     Setting("router.recreate.max.fraction", 0.5, "Advanced",

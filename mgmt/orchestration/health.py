@@ -17,7 +17,7 @@ from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.types import utcnow
 
-STATUS_TIMEOUT = 10.0
+STATUS_TIMEOUT = 3.0
 
 
 @dataclass

@@ -45,8 +45,9 @@ async def source_nat_ip(orch, network: Network) -> PublicIp:
                                     source_nat=True)
 
 
-async def implement(orch, network_id: int) -> None:
-    """Make the network run: its source NAT address and a running router."""
+async def implement(orch, network_id: int, macs: dict[str, str] | None = None) -> None:
+    """Make the network run: its source NAT address and a running router (``macs``: a
+    replaced router's NIC MACs, see routers.create)."""
     async with _lock(network_id):
         async with orch.db.sessions() as session:
             network = await session.get_one(Network, network_id)
@@ -62,7 +63,7 @@ async def implement(orch, network_id: int) -> None:
             await session.commit()
             existing = await live_routers(session, network_id)
         if not existing:
-            router_ids = [await routers.create(orch, network, snat)]
+            router_ids = [await routers.create(orch, network, snat, macs)]
         else:
             router_ids = [r.id for r, v in existing if v.state != "Running"]
         for router_id in router_ids:
@@ -81,13 +82,14 @@ async def restart(orch, network_id: int, cleanup: bool) -> None:
     if network.state == "Allocated" and not existing:
         return
     if cleanup:
+        macs = await routers.macs_of(orch, existing[0][0].id) if existing else None
         for router, _vm in existing:
             await routers.destroy(orch, router.id)
         async with orch.db.sessions() as session:
             network = await session.get_one(Network, network_id)
             network.state = "Allocated"
             await session.commit()
-        await implement(orch, network_id)
+        await implement(orch, network_id, macs)
         return
     await implement(orch, network_id)
     from mgmt.orchestration import sync

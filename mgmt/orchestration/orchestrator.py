@@ -61,9 +61,14 @@ class Orchestrator:
         self._host_locks: dict[int, asyncio.Lock] = {}
         self.background: set[asyncio.Task] = set()
 
-    async def start(self) -> None:
+    async def start(self, reconcile: bool = True) -> None:
         self.ca = await ApplianceCA.load(self.db, self.home)
         self._ssl = self.ca.client_context()
+        from mgmt.orchestration.reconcile import Reconciler
+
+        self.reconciler = Reconciler(self)
+        if reconcile:
+            self.reconciler.start()
 
     async def close(self) -> None:
         for task in list(self.background):

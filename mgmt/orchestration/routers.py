@@ -52,8 +52,22 @@ async def choose_host(session, zone_id: int, *, cpu_number: int, cpu_speed: int,
     return host
 
 
-async def create(orch, network: Network, source_nat: PublicIp) -> int:
-    """Insert the router's rows (Stopped); returns the router id."""
+async def macs_of(orch, router_id: int) -> dict[str, str]:
+    """The router's NIC MACs by traffic type, for a replacement to keep them."""
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        return {n.traffic_type: n.mac for n in (await session.scalars(
+            select(Nic).where(Nic.vm_id == router.vm_id, Nic.live()))).all()}
+
+
+async def create(orch, network: Network, source_nat: PublicIp,
+                 macs: dict[str, str] | None = None) -> int:
+    """Insert the router's rows (Stopped); returns the router id.
+
+    A replacement passes its predecessor's ``macs``: guests, the Internet side and
+    the host keep their ARP entries for the router's addresses, so traffic resumes
+    as soon as the new router answers instead of when those entries expire."""
+    macs = macs or {}
     async with orch.db.sessions() as session:
         rng = await session.get_one(VlanIpRange, source_nat.vlan_range_id)
         vm = VmInstance(name=f"r-new-{new_mac('00:00')}", type="DomainRouter",
@@ -66,12 +80,13 @@ async def create(orch, network: Network, source_nat: PublicIp) -> int:
         vm.name = vm.host_name = f"r-{vm.id}-VM"
         session.add_all([
             Nic(vm_id=vm.id, network_id=network.id, traffic_type="Guest",
-                ip_address=network.gateway, netmask=network.netmask, mac=new_mac(),
-                device_id=0),
+                ip_address=network.gateway, netmask=network.netmask,
+                mac=macs.get("Guest") or new_mac(), device_id=0),
             Nic(vm_id=vm.id, traffic_type="Control", netmask="255.255.255.0",
-                mac=new_mac("0e:00"), device_id=1),
+                mac=macs.get("Control") or new_mac("0e:00"), device_id=1),
             Nic(vm_id=vm.id, traffic_type="Public", ip_address=source_nat.address,
-                netmask=rng.netmask, gateway=rng.gateway, mac=new_mac("06:00"),
+                netmask=rng.netmask, gateway=rng.gateway,
+                mac=macs.get("Public") or new_mac("06:00"),
                 device_id=2, is_default=True),
         ])
         router = Router(vm_id=vm.id, network_id=network.id)
@@ -185,8 +200,9 @@ async def recreate(orch, router_id: int, reason: str) -> int:
         snat = await session.scalar(select(PublicIp).where(
             PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live()))
         old_host = vm.host_id
+    macs = await macs_of(orch, router_id)
     await destroy(orch, router_id)
-    new_id = await create(orch, network, snat)
+    new_id = await create(orch, network, snat, macs)
     avoid = frozenset({old_host}) if old_host else frozenset()
     try:
         await start(orch, new_id, avoid=avoid)

@@ -132,3 +132,21 @@ async def test_restart_with_cleanup_gives_a_new_router_with_the_same_behaviour(w
     assert after["publicip"] == before["publicip"]
     body = await until(lambda: c.curl(url), lambda got: got, timeout=20)
     assert body.split()[0] == "web1"
+
+
+async def test_a_router_destroyed_behind_the_servers_back_is_recreated(world):
+    c, network, vm1, _ = world
+    ip = await _public_ip(c, network)
+    await c.call("createPortForwardingRule", ipaddressid=ip["id"], protocol="tcp",
+                 publicport=8082, privateport=80, virtualmachineid=vm1["id"])
+    url = f"http://{ip['ipaddress']}:8082/"
+    assert (await c.curl(url) or "").startswith("web1")
+    [before] = (await c.call("listRouters", networkid=network["id"]))["router"]
+    await c.driver().runtime.stop(before["name"])  # kill everything, delete the namespace
+    assert await c.curl(url, timeout=1) is None
+    body = await until(lambda: c.curl(url, timeout=1), lambda got: got, timeout=60)
+    assert body.split()[0] == "web1"
+    [after] = (await c.call("listRouters", networkid=network["id"]))["router"]
+    assert after["id"] != before["id"] and after["state"] == "Running"
+    events = (await c.call("listEvents", type="ROUTER.RECREATE", listall="true"))["event"]
+    assert any(before["name"] in e["description"] for e in events)

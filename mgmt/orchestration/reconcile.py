@@ -1,0 +1,163 @@
+"""The reconcile loop: every router runs what the database says, or is replaced.
+
+Every ``router.reconcile.interval`` seconds each running router's agent is
+asked for its status over mutual TLS (the handshake proves it holds the
+certificate naming that router). Then:
+
+- an agent that answers with another generation or document hash than the
+  last one it confirmed, or that is not converged, gets its whole document
+  again (drift: a restarted agent, a hand edit, a failed apply);
+- a router that misses ``router.check.failures`` checks in a row is dead: it
+  is recreated on a healthy host (its old host avoided when there is another)
+  and reprogrammed, with events, and no one has to do anything;
+- circuit breaker: when more than ``router.recreate.max.fraction`` of the
+  running routers are dead at once, none is recreated. So many at once means
+  the network or this server is the problem; recreating them all would make
+  it worse. An alert event says so, and the loop keeps looking.
+
+With several management servers each runs the loop; the per-router lock
+makes sure one of them repairs a given router, and a router another server
+has replaced meanwhile is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from mgmt.db.models.compute import Router, VmInstance
+from mgmt.db.settings import get_setting
+from mgmt.orchestration import health, routers, sync
+from mgmt.orchestration.locks import LockTimeout
+
+log = logging.getLogger("skiff.reconcile")
+PARALLEL_LOOKS = 16
+
+
+@dataclass
+class Report:
+    """What one pass found and did (for tests and the log)."""
+
+    checked: int = 0
+    drifted: list[int] = field(default_factory=list)
+    silent: list[int] = field(default_factory=list)
+    recreated: list[int] = field(default_factory=list)
+    breaker_open: bool = False
+
+
+class Reconciler:
+    def __init__(self, orch):
+        self.orch = orch
+        self.failures: dict[int, int] = {}
+        self.breaker_open = False
+        self._task: asyncio.Task | None = None
+        self.passes = 0
+
+    def start(self) -> None:
+        self._task = self.orch.spawn(self._run(), "router-reconcile")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.orch.db.sessions() as session:
+                    interval = float(await get_setting(session, "router.reconcile.interval"))
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive anything one pass meets
+                log.exception("reconcile pass failed")
+                interval = 5.0
+            await asyncio.sleep(interval)
+
+    async def _settings(self) -> tuple[int, float]:
+        async with self.orch.db.sessions() as session:
+            return (int(await get_setting(session, "router.check.failures")),
+                    float(await get_setting(session, "router.recreate.max.fraction")))
+
+    async def pass_once(self) -> Report:
+        report = Report()
+        async with self.orch.db.sessions() as session:
+            running = list((await session.scalars(
+                select(Router.id).join(VmInstance, VmInstance.id == Router.vm_id)
+                .where(Router.live(), VmInstance.live(), VmInstance.state == "Running")
+                .order_by(Router.id))).all())
+        self.failures = {k: v for k, v in self.failures.items() if k in running}
+        limit = asyncio.Semaphore(PARALLEL_LOOKS)
+
+        async def look(router_id: int) -> tuple[int, health.Status]:
+            async with limit:
+                return router_id, await health.look(self.orch, router_id)
+
+        looks = await asyncio.gather(*(look(r) for r in running))
+        report.checked = len(looks)
+        for router_id, status in looks:
+            if status.reachable:
+                self.failures.pop(router_id, None)
+                if await self._drifted(router_id, status):
+                    report.drifted.append(router_id)
+            else:
+                self.failures[router_id] = self.failures.get(router_id, 0) + 1
+        threshold, fraction = await self._settings()
+        dead = [r for r, n in self.failures.items() if n >= threshold]
+        report.silent = dead
+        if not dead:
+            self.breaker_open = False
+            self.passes += 1
+            return report
+        if len(dead) > 1 and len(dead) > fraction * len(running):
+            report.breaker_open = True
+            if not self.breaker_open:
+                await self.orch.record_event(
+                    "ROUTER.RECREATE.HALTED",
+                    f"{len(dead)} of {len(running)} routers stopped answering at once: none is "
+                    "recreated automatically (check the hosts and the control network; "
+                    "rebootRouter or restartNetwork with cleanup repairs one by hand)",
+                    None, None, level="ERROR")
+                log.error("circuit breaker open: %d of %d routers silent", len(dead),
+                          len(running))
+            self.breaker_open = True
+            self.passes += 1
+            return report
+        self.breaker_open = False
+        for router_id in dead:
+            self.failures.pop(router_id, None)
+            if await self._recreate(router_id):
+                report.recreated.append(router_id)
+        self.passes += 1
+        return report
+
+    async def _drifted(self, router_id: int, status: health.Status) -> bool:
+        async with self.orch.db.sessions() as session:
+            router = await session.get_one(Router, router_id)
+            expected = (router.applied_generation, router.applied_hash)
+        if (status.generation, status.document_hash) == expected and status.converged:
+            return False
+        log.warning("router %s drifted (agent: generation %s, converged %s): re-pushing",
+                    router_id, status.generation, status.converged)
+        try:
+            await sync.converge(self.orch, router_id, force=True)
+        except (sync.RouterRefused, sync.RouterUnreachable, LockTimeout) as exc:
+            log.warning("re-pushing router %s failed: %s", router_id, exc)
+        return True
+
+    async def _recreate(self, router_id: int) -> bool:
+        """Recreate a dead router unless another server did (or is doing) it."""
+        try:
+            async with self.orch.locks.hold(router_id, timeout=1.0):
+                async with self.orch.db.sessions() as session:
+                    router = await session.get(Router, router_id)
+                    if router is None or router.removed is not None:
+                        return False  # another server replaced it already
+                await routers.recreate(self.orch, router_id, "it stopped answering")
+        except LockTimeout:
+            return False  # another server is working on it
+        except Exception as exc:  # noqa: BLE001 - reported, retried on the next pass
+            log.exception("recreating router %s failed", router_id)
+            await self.orch.record_event("ROUTER.RECREATE.FAILED",
+                                         f"recreating router {router_id} failed: {exc}",
+                                         None, None, level="ERROR")
+            return False
+        return True
