@@ -15,10 +15,12 @@ DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
 	/usr/lib/postgresql/*/bin/initdb
 
-.PHONY: help deps venv lint test test-fast bench demo docs clean
+.PHONY: help deps venv lint test test-fast bench demo demo-down demo-router docs clean
 
 help:
-	@echo "make demo        build a lab (router, internet, guests), show NAT/forwarding, tear it down"
+	@echo "make demo        management server + a zone on this machine: network, instances, rules (Ctrl-C ends)"
+	@echo "make demo-down   stop a running demo and remove everything it made"
+	@echo "make demo-router the virtual router alone: a lab, NAT/forwarding shown, torn down"
 	@echo "make test        install what the suite needs and run all of it (needs root)"
 	@echo "make test-fast   unit, golden and property tests only (no namespaces)"
 	@echo "make bench       run every benchmark; make bench B=vr_apply runs one"
@@ -62,6 +64,12 @@ docs: venv
 	$(PY) -m mgmt.api.docs --out docs/api
 
 demo: deps venv
+	$(VENV)/bin/skiff demo
+
+demo-down: venv
+	$(VENV)/bin/skiff demo down
+
+demo-router: deps venv
 	$(VENV)/bin/skiff lab demo
 
 clean:

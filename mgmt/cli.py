@@ -9,6 +9,7 @@ import sys
 from appliances.agent import cli as agent_cli
 from appliances.lab import cli as lab_cli
 from appliances.router import cli as router_cli
+from mgmt import demo as demo_cli
 from mgmt.client import shell as api_cli
 from mgmt.server import cli as mgmt_cli
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.register(sub)
     mgmt_cli.register(sub)
     api_cli.register(sub)
+    demo_cli.register(sub)
     return parser
 
 
