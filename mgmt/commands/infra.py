@@ -554,6 +554,13 @@ async def add_host(call, args) -> ListResult:
     if args["hypervisor"] == "KVM" and not (args["username"] and args["password"]):
         raise param_error("username and password are required for a KVM host")
     address = _parse_host_url(args["url"])
+    if args["hypervisor"] == "Netns":
+        from appliances.lab.names import LabNameError, check_name
+
+        try:
+            check_name(address)
+        except LabNameError as exc:
+            raise param_error(f"url: a Netns host is netns://<lab name>; {exc}") from None
     async with call.server.db.sessions() as session:
         zone = await _live(session, Zone, args["zoneid"], "zone")
         pod = await _live(session, Pod, args["podid"], "pod")

@@ -16,6 +16,9 @@ from mgmt.commands.common import date
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.types import utcnow
+from mgmt.orchestration.hosts.driver import HostHealth
+
+__all__ = ["HostHealth", "Status", "check", "checks_from", "look"]
 
 STATUS_TIMEOUT = 3.0
 

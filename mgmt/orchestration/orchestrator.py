@@ -93,6 +93,10 @@ class Orchestrator:
             driver = self._drivers[host.id] = make_driver(host)
         return driver
 
+    def driven_hosts(self) -> set[int]:
+        """Ids of the hosts this server has a driver for (it has used them)."""
+        return set(self._drivers)
+
     def host_lock(self, host_id: int) -> asyncio.Lock:
         """Serialises choices that a host's own state decides (its control addresses)."""
         return self._host_locks.setdefault(host_id, asyncio.Lock())

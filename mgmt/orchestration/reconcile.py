@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from mgmt.db.models.compute import Router, VmInstance
+from mgmt.db.models.infra import Host
 from mgmt.db.settings import get_setting
+from mgmt.db.types import utcnow
 from mgmt.orchestration import health, routers, sync
 from mgmt.orchestration.locks import LockTimeout
 
@@ -79,6 +81,7 @@ class Reconciler:
 
     async def pass_once(self) -> Report:
         report = Report()
+        await self._hosts()
         async with self.orch.db.sessions() as session:
             running = list((await session.scalars(
                 select(Router.id).join(VmInstance, VmInstance.id == Router.vm_id)
@@ -128,6 +131,26 @@ class Reconciler:
                 report.recreated.append(router_id)
         self.passes += 1
         return report
+
+    async def _hosts(self) -> None:
+        """Hosts this server drives: Up while their driver says healthy, else Alert."""
+        async with self.orch.db.sessions() as session:
+            hosts = (await session.scalars(select(Host).where(
+                Host.live(), Host.id.in_(list(self.orch.driven_hosts()) or [-1])))).all()
+            for host in hosts:
+                try:
+                    found = await self.orch.driver(host).health()
+                except Exception as exc:  # noqa: BLE001 - an unreachable host is a status
+                    found = health.HostHealth(False, f"{type(exc).__name__}: {exc}")
+                state = "Up" if found.ok else "Alert"
+                if state != host.state:
+                    log.warning("host %s is %s: %s", host.name, state, found.detail)
+                    await self.orch.record_event("HOST.STATE", f"host {host.name} is {state}"
+                                                 f" {found.detail}".rstrip(), None, None)
+                host.state = state
+                if found.ok:
+                    host.last_seen = utcnow()
+            await session.commit()
 
     async def _drifted(self, router_id: int, status: health.Status) -> bool:
         async with self.orch.db.sessions() as session:

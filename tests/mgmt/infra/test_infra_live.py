@@ -189,7 +189,7 @@ async def test_host_listing_filters_paging_and_states(live):
         ids.append(h["host"][0]["id"])
     for i in range(2):
         h = await call(cs, "addHost", zoneid=z["id"], podid=p["id"], clustername="lab",
-                       url=f"netns://skf-lab{i}", hypervisor="Netns")
+                       url=f"netns://tlab{i}", hypervisor="Netns")
         ids.append(h["host"][0]["id"])
         assert h["host"][0]["cpunumber"] >= 1 and h["host"][0]["memorytotal"] > 0
 
