@@ -150,3 +150,47 @@ async def test_a_router_destroyed_behind_the_servers_back_is_recreated(world):
     assert after["id"] != before["id"] and after["state"] == "Running"
     events = (await c.call("listEvents", type="ROUTER.RECREATE", listall="true"))["event"]
     assert any(before["name"] in e["description"] for e in events)
+
+
+async def test_instance_life_cycle(world):
+    c, network, _, _ = world
+    vm = await c.deploy(network, "cycle")
+    ip = _ip(vm)
+
+    async def state(vm_id: str) -> str:
+        [found] = (await c.call("listVirtualMachines", id=vm_id))["virtualmachine"]
+        return found["state"]
+
+    stopped = (await c.call("stopVirtualMachine", id=vm["id"]))["virtualmachine"]
+    assert stopped["state"] == "Stopped" and "hostid" not in stopped
+    assert vm["instancename"] not in await c.driver().running()
+    started = (await c.call("startVirtualMachine", id=vm["id"]))["virtualmachine"]
+    assert started["state"] == "Running" and _ip(started) == ip
+    await c.call("rebootVirtualMachine", id=vm["id"])
+    assert await state(vm["id"]) == "Running"
+    lease = await until(lambda: c.lease(vm), lambda got: got.get("ip"), timeout=30)
+    assert lease["ip"] == ip
+    await c.call("destroyVirtualMachine", id=vm["id"])
+    assert await state(vm["id"]) == "Destroyed"
+    recovered = (await c.call("recoverVirtualMachine", id=vm["id"]))["virtualmachine"]
+    assert recovered["state"] == "Stopped" and _ip(recovered) == ip  # the address was kept
+    await c.call("destroyVirtualMachine", id=vm["id"], expunge="true")
+    assert (await c.call("listVirtualMachines", id=vm["id"])) == {}
+    again = await c.deploy(network, "cycle2")
+    assert _ip(again) == ip  # expunging gave the address back
+    with pytest.raises(CloudStackApiException) as refused:
+        await c.call("startVirtualMachine", id=again["id"])
+    assert refused.value.error["errorcode"] == 431 and "Running" in refused.value.error[
+        "errortext"]
+
+
+async def test_router_health_checks(world):
+    c, network, _, _ = world
+    [router] = (await c.call("listRouters", networkid=network["id"]))["router"]
+    checks = (await c.call("getRouterHealthCheckResults", routerid=router["id"]))[
+        "routerhealthchecks"]["healthchecks"]
+    names = {check["checkname"]: check for check in checks}
+    assert names["agent"]["success"] and names["document"]["success"], checks
+    assert "dnsmasq" in names and "nftables" in names
+    [listed] = (await c.call("listRouters", id=router["id"]))["router"]
+    assert listed["healthchecksfailed"] is False and listed["requiresupgrade"] is False
