@@ -106,63 +106,84 @@ async def list_capacity(call, args) -> ListResult:
                 .order_by(Zone.id)
             )
         )
-        # The groups answered: (zone, pod, cluster) ids, 0 where not asked for.
-        if cluster:
-            groups = [(cluster.zone_id, cluster.pod_id, cluster.id)]
-        elif pod:
-            groups = [(pod.zone_id, pod.id, 0)]
-        else:
-            groups = [(z.id, 0, 0) for z in zones]
-        groups = [g for g in groups if g[0] in {z.id for z in zones}]
-        if pod and cluster and cluster.pod_id != pod.id:
-            groups = []
-        tallies = {g: Tally() for g in groups}
-        for tally in tallies.values():  # a group without hosts shows zeros
-            for kind in (MEMORY, CPU, CPU_CORE):
-                tally.add(kind, 0, 0)
-        zone_factors = {z.id: await factors(session, z.id) for z in zones}
-        for v in await host_views(
-            session,
-            zone_id=zone.id if zone else None,
-            pod_id=pod.id if pod else None,
-            cluster_id=cluster.id if cluster else None,
-        ):
-            key = (v.zone_id, v.pod_id if (pod or cluster) else 0, v.cluster_id if cluster else 0)
-            if key not in tallies:
-                continue
-            tally, f = tallies[key], zone_factors[v.zone_id]
-            if takes_instances(v) is None:
-                tally.add(MEMORY, v.memory_mib * MIB * f.memory, v.memory_used * MIB)
-                tally.add(CPU, v.cpu_total * f.cpu, v.cpu_used)
-                tally.add(CPU_CORE, v.cpu_number, v.cores_used)
-        if not (pod or cluster):
-            for tally in tallies.values():
-                tally.add(PUBLIC_IP, 0, 0)
-            taken = case((PublicIp.state != "Free", 1), else_=0)
-            for zone_id, total, used in await session.execute(
-                select(PublicIp.zone_id, func.count(), func.sum(taken))
-                .where(PublicIp.live(), PublicIp.zone_id.in_([g[0] for g in groups]))
-                .group_by(PublicIp.zone_id)
-            ):
-                tallies[(zone_id, 0, 0)].add(PUBLIC_IP, total, used or 0)
+        groups = _groups(zones, pod, cluster)
+        tallies = await _tallies(session, groups, zones, zone, pod, cluster)
         names = await _names(session, groups)
-        items = []
-        for group in groups:
-            where = _where(names, group)
-            for kind in KINDS:
-                if kind in tallies[group].values and args["type"] in (None, kind):
-                    items.append(_entry(kind, *tallies[group].values[kind], where))
-        if args["sortby"] == "usage":
-            items.sort(key=lambda e: -float(e["percentused"]))  # stable: ties keep their order
-        total = len(items)
-        window = page_window(args)
-        if window is not None:
-            size, offset = window
-            items = items[offset : offset + size]
-        return ListResult("capacity", items, total)
+        items = [
+            _entry(kind, *tallies[group].values[kind], _where(names, group))
+            for group in groups
+            for kind in KINDS
+            if kind in tallies[group].values and args["type"] in (None, kind)
+        ]
+        return _filtered(items, args)
 
 
-async def _names(session, groups: list[tuple[int, int, int]]) -> dict:
+Group = tuple[int, int, int]
+
+
+def _groups(zones: list[Zone], pod: Pod | None, cluster: Cluster | None) -> list[Group]:
+    """The groups answered: (zone, pod, cluster) ids, 0 where not asked for."""
+    if cluster:
+        groups = [(cluster.zone_id, cluster.pod_id, cluster.id)]
+        if pod and cluster.pod_id != pod.id:
+            groups = []
+    elif pod:
+        groups = [(pod.zone_id, pod.id, 0)]
+    else:
+        groups = [(z.id, 0, 0) for z in zones]
+    live = {z.id for z in zones}
+    return [g for g in groups if g[0] in live]
+
+
+async def _tallies(session, groups, zones, zone, pod, cluster) -> dict[Group, Tally]:
+    tallies = {g: Tally() for g in groups}
+    for tally in tallies.values():  # a group without hosts shows zeros
+        for kind in (MEMORY, CPU, CPU_CORE):
+            tally.add(kind, 0, 0)
+    zone_factors = {z.id: await factors(session, z.id) for z in zones}
+    for v in await host_views(
+        session,
+        zone_id=zone.id if zone else None,
+        pod_id=pod.id if pod else None,
+        cluster_id=cluster.id if cluster else None,
+    ):
+        key = (v.zone_id, v.pod_id if (pod or cluster) else 0, v.cluster_id if cluster else 0)
+        if key not in tallies or takes_instances(v) is not None:
+            continue
+        tally, f = tallies[key], zone_factors[v.zone_id]
+        tally.add(MEMORY, v.memory_mib * MIB * f.memory, v.memory_used * MIB)
+        tally.add(CPU, v.cpu_total * f.cpu, v.cpu_used)
+        tally.add(CPU_CORE, v.cpu_number, v.cores_used)
+    if not (pod or cluster):  # public addresses belong to the zone
+        for tally in tallies.values():
+            tally.add(PUBLIC_IP, 0, 0)
+        taken = case((PublicIp.state != "Free", 1), else_=0)
+        for zone_id, total, used in await session.execute(
+            select(PublicIp.zone_id, func.count(), func.sum(taken))
+            .where(PublicIp.live(), PublicIp.zone_id.in_([g[0] for g in groups]))
+            .group_by(PublicIp.zone_id)
+        ):
+            tallies[(zone_id, 0, 0)].add(PUBLIC_IP, total, used or 0)
+    return tallies
+
+
+def _filtered(items: list[dict], args) -> ListResult:
+    """keyword (part of the type's, zone's, pod's or cluster's name), sortby, paging."""
+    if args["keyword"]:
+        word = args["keyword"].lower()
+        keys = ("name", "zonename", "podname", "clustername")
+        items = [e for e in items if any(word in str(e.get(k) or "").lower() for k in keys)]
+    if args["sortby"] == "usage":
+        items.sort(key=lambda e: -float(e["percentused"]))  # stable: ties keep their order
+    total = len(items)
+    window = page_window(args)
+    if window is not None:
+        size, offset = window
+        items = items[offset : offset + size]
+    return ListResult("capacity", items, total)
+
+
+async def _names(session, groups: list[Group]) -> dict:
     """model -> id -> (uuid, name) for the zones, pods and clusters of ``groups``."""
     names: dict = {}
     for index, model in enumerate((Zone, Pod, Cluster)):
@@ -176,7 +197,7 @@ async def _names(session, groups: list[tuple[int, int, int]]) -> dict:
     return names
 
 
-def _where(names: dict, group: tuple[int, int, int]) -> dict:
+def _where(names: dict, group: Group) -> dict:
     zone_id, pod_id, cluster_id = group
     where = {"zoneid": names[Zone][zone_id][0], "zonename": names[Zone][zone_id][1]}
     if pod_id:

@@ -164,6 +164,11 @@ async def test_every_zone_is_listed_filtered_by_type_sorted_and_paged(world: Wor
     assert [(c["zonename"], c["type"]) for c in page["capacity"]] == [
         ("z1", 90), ("z2", 0), ("z2", 1)]
     assert (await call(world.cs, "listCapacity", fetchlatest=True))["count"] == 8
+    # keyword: a part of the type's or the zone's name.
+    cpus = await call(world.cs, "listCapacity", keyword="cpu")
+    assert [(c["zonename"], c["type"]) for c in cpus["capacity"]] == [
+        ("z1", 1), ("z1", 90), ("z2", 1), ("z2", 90)]
+    assert (await call(world.cs, "listCapacity", keyword="Z2"))["count"] == 4
 
 
 async def test_refusals(world: World):
