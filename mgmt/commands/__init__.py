@@ -5,6 +5,7 @@ from mgmt.commands import (  # noqa: F401
     addresses,
     apis,
     auth,
+    capacity,
     catalog,
     config,
     events,

@@ -518,6 +518,24 @@ def _parse_host_url(url: str) -> str:
     return host
 
 
+def _cpu_mhz() -> int:
+    """MHz of this machine's cores (the allocator compares it with an offering's
+    cpuspeed): /proc/cpuinfo's "cpu MHz", else cpufreq's maximum; 0 when unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "cpu MHz":
+                    return int(float(value))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding="ascii") as f:
+            return int(f.read().strip()) // 1000  # kHz
+    except (OSError, ValueError):
+        return 0
+
+
 def _local_capacity() -> tuple[int, int, int]:
     """(cpus, MHz, memory bytes) of this machine: a Netns host is this machine."""
     cpus = os.cpu_count() or 1
@@ -525,7 +543,7 @@ def _local_capacity() -> tuple[int, int, int]:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = 0
-    return cpus, 0, memory
+    return cpus, _cpu_mhz(), memory
 
 
 @command(

@@ -31,6 +31,8 @@ class Setting:
     range: tuple[float, float] | None = None
     #: Applied at once (without a restart) when changed.
     dynamic: bool = True
+    #: The values a String setting may take, or None for free text.
+    choices: tuple[str, ...] | None = None
 
     @property
     def type(self) -> str:
@@ -44,6 +46,8 @@ class Setting:
             kind = {"Integer": "a whole number", "Float": "a number",
                     "Boolean": "true or false"}.get(self.type, "text")
             raise ValueError(f"{text[:60]!r} is not {kind}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{text[:60]!r} is not one of {', '.join(self.choices)}")
         if self.range is not None:
             low, high = self.range
             if not low <= value <= high:  # type: ignore[operator]
@@ -70,7 +74,8 @@ DEFAULTS: tuple[Setting, ...] = (
     Setting("vm.allocation.algorithm", "firstfit", "Advanced",
             "How hosts are chosen for new instances: firstfit (the first host with room, "
             "in host order), fillfirst (pack: the fullest host that still has room) or "
-            "disperse (spread: the emptiest host).", scope="zone"),
+            "disperse (spread: the emptiest host).", scope="zone",
+            choices=("firstfit", "fillfirst", "disperse")),
     Setting("router.reconcile.interval", 2, "Advanced",
             "Seconds between the checks that compare each router's applied document with "
             "the database and re-push drift.", range=(1, 3600)),
