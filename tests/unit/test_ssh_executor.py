@@ -56,8 +56,13 @@ async def _handle(process: asyncssh.SSHServerProcess) -> None:
     """What sshd does with a command: the user's shell runs it with -c."""
     data = await process.stdin.read()
     local = await asyncio.create_subprocess_exec(
-        "sh", "-c", process.command, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "sh",
+        "-c",
+        process.command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await local.communicate(data)
     process.stdout.write(out)
     process.stderr.write(err)
@@ -81,16 +86,27 @@ class Stand:
 
     async def start(self) -> None:
         self.server = await asyncssh.create_server(
-            lambda: _Server(self.connections), "127.0.0.1", 0,
+            lambda: _Server(self.connections),
+            "127.0.0.1",
+            0,
             server_host_keys=[self.host_key],
             authorized_client_keys=asyncssh.import_authorized_keys(
-                self.client_key.export_public_key().decode()),
-            process_factory=_handle, encoding=None, sftp_factory=True)
+                self.client_key.export_public_key().decode()
+            ),
+            process_factory=_handle,
+            encoding=None,
+            sftp_factory=True,
+        )
         self.port = self.server.sockets[0].getsockname()[1]
 
     def executor(self, **kw) -> SshExecutor:
-        args = {"host_key": self.pin, "port": self.port, "password": PASSWORD,
-                "python": sys.executable, "mark": "tunit"} | kw
+        args = {
+            "host_key": self.pin,
+            "port": self.port,
+            "password": PASSWORD,
+            "python": sys.executable,
+            "mark": "tunit",
+        } | kw
         return SshExecutor("127.0.0.1", **args)
 
 
@@ -114,6 +130,7 @@ async def executor(stand: Stand, **kw):
 
 # -- pure functions ---------------------------------------------------------------------------
 
+
 def test_command_line_refuses_what_is_not_an_argv():
     for bad in ("ip link", [], ["ip", 3], ["echo", "a\0b"]):
         with pytest.raises(ValueError):
@@ -123,7 +140,10 @@ def test_command_line_refuses_what_is_not_an_argv():
 def test_spawn_argv_checks_env_names_and_log():
     argv = spawn_argv(["sleep", "1"], "/var/log/x.log", {"SKIFF_LAB": "a b"}, "python3")
     assert argv[:3] == ["env", "SKIFF_LAB=a b", "python3"] and argv[-3:] == [
-        "/var/log/x.log", "sleep", "1"]
+        "/var/log/x.log",
+        "sleep",
+        "1",
+    ]
     with pytest.raises(ValueError):
         spawn_argv(["sleep"], "/x.log", {"A B": "1"}, "python3")
     with pytest.raises(ValueError):
@@ -134,8 +154,13 @@ def test_parse_host_key_wants_type_and_base64():
     key = asyncssh.generate_private_key("ssh-ed25519").convert_to_public()
     text = host_key_text(key)
     assert parse_host_key(text + " root@somewhere") == key
-    for bad in ("", "AAAA", "ssh-dss AAAAB3Nza", "ssh-ed25519 not!base64", text.replace(
-            "ssh-ed25519", "ssh-rsa")):
+    for bad in (
+        "",
+        "AAAA",
+        "ssh-dss AAAAB3Nza",
+        "ssh-ed25519 not!base64",
+        text.replace("ssh-ed25519", "ssh-rsa"),
+    ):
         with pytest.raises(ValueError):
             parse_host_key(bad)
 
@@ -152,10 +177,27 @@ def test_executor_needs_exactly_one_credential():
 
 # -- against the server -----------------------------------------------------------------------
 
+
 async def test_argv_arrives_intact(stand, tmp_path):
     owned = tmp_path / "owned"
-    args = ["a b", f"$(touch {owned})", f"`touch {owned}`", "'single'", '"double"', ";", "&&",
-            "|", "*", "\\", "$HOME", "tab\there", "new\nline", "-n", "", "ünïcode"]
+    args = [
+        "a b",
+        f"$(touch {owned})",
+        f"`touch {owned}`",
+        "'single'",
+        '"double"',
+        ";",
+        "&&",
+        "|",
+        "*",
+        "\\",
+        "$HOME",
+        "tab\there",
+        "new\nline",
+        "-n",
+        "",
+        "ünïcode",
+    ]
     async with executor(stand) as x:
         res = await x.run(["printf", "%s\\n", *args])
     assert res.stdout == "".join(f"{a}\n" for a in args)
@@ -219,8 +261,9 @@ async def test_write_file_is_atomic_with_its_mode(stand, tmp_path):
 async def test_spawn_detaches_marks_and_logs(stand, tmp_path):
     log = tmp_path / "logs" / "daemon.log"
     async with executor(stand, env={"EXTRA": "x y"}) as x:
-        pid = await x.spawn(["sh", "-c", "echo started $SKIFF_LAB $EXTRA; exec sleep 60"],
-                            log=str(log))
+        pid = await x.spawn(
+            ["sh", "-c", "echo started $SKIFF_LAB $EXTRA; exec sleep 60"], log=str(log)
+        )
     try:
         assert os.getsid(pid) == pid  # its own session: the SSH channel's end leaves it be
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

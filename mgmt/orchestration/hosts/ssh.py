@@ -52,7 +52,8 @@ from mgmt.orchestration.hosts.driver import (
 from mgmt.orchestration.hosts.runtime import AGENT_PORT, NamespaceRuntime
 
 HOST_KEY_RE = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) ([A-Za-z0-9+/]+={0,3})(?: .*)?$")
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) ([A-Za-z0-9+/]+={0,3})(?: .*)?$"
+)
 USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
@@ -80,6 +81,7 @@ MISSING_TOOLS = 'for t do command -v "$t" >/dev/null 2>&1 || echo "$t"; done'
 
 # -- quoting and keys -----------------------------------------------------------------------
 
+
 def command_line(argv: Sequence[str]) -> str:
     """The command line SSH carries for argv: every element quoted for a POSIX shell."""
     if isinstance(argv, str) or not argv:
@@ -92,8 +94,7 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def spawn_argv(argv: Sequence[str], log: str, env: Mapping[str, str],
-               python: str) -> list[str]:
+def spawn_argv(argv: Sequence[str], log: str, env: Mapping[str, str], python: str) -> list[str]:
     """The argv that starts argv detached on the host, appending output to log."""
     if not argv:
         raise ValueError("nothing to spawn")
@@ -121,7 +122,7 @@ def parse_host_key(text: str) -> asyncssh.SSHKey:
 
 
 def host_key_text(key: asyncssh.SSHKey) -> str:
-    """"<type> <base64>" of a key, without a comment."""
+    """ "<type> <base64>" of a key, without a comment."""
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 
@@ -133,16 +134,19 @@ async def fetch_host_key(address: str, port: int = 22, timeout: float = 15.0) ->
     """The host key the server at address presents, as "<type> <base64>" (for pinning)."""
     try:
         key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(address, port, config=[]), timeout)
+            asyncssh.get_server_host_key(address, port, config=[]), timeout
+        )
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise HostError(f"ssh {address}:{port}: cannot read the host key: "
-                        f"{exc or type(exc).__name__}") from None
+        raise HostError(
+            f"ssh {address}:{port}: cannot read the host key: {exc or type(exc).__name__}"
+        ) from None
     if key is None:
         raise HostError(f"ssh {address}:{port}: the server presented no host key")
     return host_key_text(key)
 
 
 # -- the executor ---------------------------------------------------------------------------
+
 
 class _Client(asyncssh.SSHClient):
     """Remembers the key a server presented that was not the pinned one; tells the
@@ -156,8 +160,9 @@ class _Client(asyncssh.SSHClient):
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         self.conn = conn
 
-    def validate_host_public_key(self, host: str, addr: str, port: int,
-                                 key: asyncssh.SSHKey) -> bool:
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
         self.presented = key
         return False
 
@@ -171,11 +176,21 @@ _CONNECTION_ERRORS = (OSError, asyncssh.DisconnectError, asyncssh.ChannelOpenErr
 class SshExecutor:
     """Runs commands on one remote host over a persistent, host-key-pinned connection."""
 
-    def __init__(self, address: str, *, host_key: str, username: str = "root", port: int = 22,
-                 password: str | None = None, key_path: str | None = None,
-                 mark: str | None = None, env: Mapping[str, str] | None = None,
-                 python: str = "python3", connect_timeout: float = 15.0,
-                 keepalive: float = 15.0):
+    def __init__(
+        self,
+        address: str,
+        *,
+        host_key: str,
+        username: str = "root",
+        port: int = 22,
+        password: str | None = None,
+        key_path: str | None = None,
+        mark: str | None = None,
+        env: Mapping[str, str] | None = None,
+        python: str = "python3",
+        connect_timeout: float = 15.0,
+        keepalive: float = 15.0,
+    ):
         if not address or any(c.isspace() for c in address):
             raise ValueError(f"bad host address {address!r}")
         if not 0 < port < 65536:
@@ -212,17 +227,31 @@ class SshExecutor:
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         client = _Client(self)
-        auth: dict = ({"password": self.password, "client_keys": None,
-                       "preferred_auth": "password,keyboard-interactive"}
-                      if self.password is not None else
-                      {"password": None, "client_keys": [self.key_path],
-                       "preferred_auth": "publickey"})
+        auth: dict = (
+            {
+                "password": self.password,
+                "client_keys": None,
+                "preferred_auth": "password,keyboard-interactive",
+            }
+            if self.password is not None
+            else {"password": None, "client_keys": [self.key_path], "preferred_auth": "publickey"}
+        )
         try:
-            conn, _ = await asyncio.wait_for(asyncssh.create_connection(
-                lambda: client, self.address, self.port, username=self.username,
-                known_hosts=([self.pinned], [], []), agent_path=None, config=[],
-                x509_trusted_certs=None, keepalive_interval=self.keepalive,
-                **auth), self.connect_timeout)
+            conn, _ = await asyncio.wait_for(
+                asyncssh.create_connection(
+                    lambda: client,
+                    self.address,
+                    self.port,
+                    username=self.username,
+                    known_hosts=([self.pinned], [], []),
+                    agent_path=None,
+                    config=[],
+                    x509_trusted_certs=None,
+                    keepalive_interval=self.keepalive,
+                    **auth,
+                ),
+                self.connect_timeout,
+            )
         except asyncssh.HostKeyNotVerifiable:
             seen = fingerprint(client.presented) if client.presented else "(none offered)"
             raise HostError(
@@ -234,8 +263,7 @@ class SshExecutor:
             how = "password" if self.password is not None else f"key {self.key_path}"
             raise HostError(f"{self.where}: authentication with the {how} failed") from None
         except (OSError, asyncssh.Error, TimeoutError, asyncssh.KeyImportError) as exc:
-            raise HostError(f"{self.where}: cannot connect: "
-                            f"{exc or type(exc).__name__}") from None
+            raise HostError(f"{self.where}: cannot connect: {exc or type(exc).__name__}") from None
         return conn
 
     async def sftp(self) -> asyncssh.SFTPClient:
@@ -249,8 +277,14 @@ class SshExecutor:
 
     # the Executor protocol ---------------------------------------------------------------
 
-    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
-                  input: str | bytes | None = None) -> Result:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | bytes | None = None,
+    ) -> Result:
         line = command_line(argv)
         data = input.encode() if isinstance(input, str) else (input or b"")
         process = await self._start(line, data)
@@ -262,8 +296,9 @@ class SshExecutor:
             rc, out, err = -9, exc.stdout, exc.stderr
             note = f"\n(timed out after {timeout:g} s)"
         except _CONNECTION_ERRORS as exc:
-            raise HostError(f"{self.where}: connection lost while running {argv[0]}: "
-                            f"{exc}") from None
+            raise HostError(
+                f"{self.where}: connection lost while running {argv[0]}: {exc}"
+            ) from None
         result = Result(tuple(argv), rc, _text(out), _text(err) + note)
         return result.check() if check else result
 
@@ -284,8 +319,9 @@ class SshExecutor:
                     raise HostError(f"{self.where}: cannot open a session: {exc}") from None
         raise AssertionError("not reached")
 
-    async def spawn(self, argv: Sequence[str], *, log: str,
-                    env: Mapping[str, str] | None = None) -> int:
+    async def spawn(
+        self, argv: Sequence[str], *, log: str, env: Mapping[str, str] | None = None
+    ) -> int:
         full = spawn_argv(argv, log, {**self.env, **(env or {})}, self.python)
         res = await self.run(full)
         pid = res.stdout.strip()
@@ -301,8 +337,9 @@ class SshExecutor:
         sftp = await self.sftp()
         try:
             await sftp.makedirs(parent, exist_ok=True)
-            async with sftp.open(tmp, "x", asyncssh.SFTPAttrs(permissions=mode),
-                                 encoding=None) as f:
+            async with sftp.open(
+                tmp, "x", asyncssh.SFTPAttrs(permissions=mode), encoding=None
+            ) as f:
                 await f.write(data)
                 with contextlib.suppress(asyncssh.SFTPOpUnsupported):
                     await f.fsync()
@@ -340,6 +377,7 @@ def _exit_code(done: asyncssh.SSHCompletedProcess) -> int:
 
 # -- the driver -----------------------------------------------------------------------------
 
+
 @dataclass
 class _Forward:
     conn: asyncssh.SSHClientConnection
@@ -352,17 +390,28 @@ class SshHostDriver(HostDriver):
     """A remote Linux host: NamespaceRuntime over SshExecutor, bridges in the host's own
     namespace, agents reached through SSH port forwards."""
 
-    def __init__(self, executor: SshExecutor, *, prefix: str = "skf-",
-                 state_dir: str = DEFAULT_STATE_DIR,
-                 control_network: str = "169.254.0.0/24", underlay_ip: str | None = None):
+    def __init__(
+        self,
+        executor: SshExecutor,
+        *,
+        prefix: str = "skf-",
+        state_dir: str = DEFAULT_STATE_DIR,
+        control_network: str = "169.254.0.0/24",
+        underlay_ip: str | None = None,
+    ):
         if not PREFIX_RE.match(prefix):
             raise ValueError(f"bad namespace prefix {prefix!r}")
         if not state_dir.startswith("/"):
             raise ValueError(f"state dir {state_dir!r} is not absolute")
         self.x = executor
         self.state_dir = state_dir.rstrip("/")
-        self.runtime = NamespaceRuntime(executor, prefix=prefix, bridge_ns=None,
-                                        state_dir=self.state_dir, python=executor.python)
+        self.runtime = NamespaceRuntime(
+            executor,
+            prefix=prefix,
+            bridge_ns=None,
+            state_dir=self.state_dir,
+            python=executor.python,
+        )
         self.control_network = ipaddress.IPv4Network(control_network)
         self.underlay_ip = str(ipaddress.IPv4Address(underlay_ip)) if underlay_ip else None
         self._prepared = asyncio.Lock()
@@ -408,11 +457,14 @@ class SshHostDriver(HostDriver):
         cpuinfo = (await run(["cat", "/proc/cpuinfo"], check=False)).stdout
         mhz = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo, re.M)
         kernel = (await run(["uname", "-r"])).stdout.strip()
-        return HostFacts(hostname=hostname, cpus=cpus,
-                         cpu_speed_mhz=int(float(mhz.group(1))) if mhz else 2000,
-                         memory_bytes=int(m.group(1)) * 1024 if m else 0,
-                         hypervisor_version=f"netns-ssh linux {kernel}",
-                         underlay_ip=self.underlay_ip)
+        return HostFacts(
+            hostname=hostname,
+            cpus=cpus,
+            cpu_speed_mhz=int(float(mhz.group(1))) if mhz else 2000,
+            memory_bytes=int(m.group(1)) * 1024 if m else 0,
+            hypervisor_version=f"netns-ssh linux {kernel}",
+            underlay_ip=self.underlay_ip,
+        )
 
     async def _ensure_ready(self) -> None:
         if not self._ready:
@@ -439,8 +491,10 @@ class SshHostDriver(HostDriver):
     async def start_router(self, plan: RouterPlan) -> AgentEndpoint:
         await self._ensure_ready()
         if plan.control_ip.ip not in self.control_network:
-            raise HostError(f"router {plan.name}: control address {plan.control_ip} is not in "
-                            f"{self.where}'s control network {self.control_network}")
+            raise HostError(
+                f"router {plan.name}: control address {plan.control_ip} is not in "
+                f"{self.where}'s control network {self.control_network}"
+            )
         await self.runtime.start_router(plan)
         return await self.agent_endpoint(plan.name, str(plan.control_ip.ip))
 
@@ -474,15 +528,16 @@ class SshHostDriver(HostDriver):
             listener = None
             if old:  # keep the port the orchestrator may have cached
                 with contextlib.suppress(OSError, asyncssh.Error):
-                    listener = await conn.forward_local_port("127.0.0.1", old.port, target,
-                                                             AGENT_PORT)
+                    listener = await conn.forward_local_port(
+                        "127.0.0.1", old.port, target, AGENT_PORT
+                    )
             if listener is None:
                 try:
-                    listener = await conn.forward_local_port("127.0.0.1", 0, target,
-                                                             AGENT_PORT)
+                    listener = await conn.forward_local_port("127.0.0.1", 0, target, AGENT_PORT)
                 except (OSError, asyncssh.Error) as exc:
-                    raise HostError(f"{self.where}: cannot forward a port to {target}:"
-                                    f"{AGENT_PORT}: {exc}") from None
+                    raise HostError(
+                        f"{self.where}: cannot forward a port to {target}:{AGENT_PORT}: {exc}"
+                    ) from None
             fwd = _Forward(conn, target, listener, listener.get_port())
             self._forwards[name] = fwd
             return AgentEndpoint("127.0.0.1", fwd.port)
