@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import aiohttp
 import asyncssh
 import pytest
 
+from appliances.lab.agentclient import AgentClient
 from appliances.lab.lab import Lab
 from appliances.lab.remote_hosts import (
     SSHD,
@@ -25,7 +28,15 @@ from appliances.lab.remote_hosts import (
     remove_remote_host,
 )
 from appliances.lab.testing import claimed, cleanup_stale_test_labs, new_lab_name
-from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan
+from appliances.router.verify import parse_document
+from mgmt.db.engine import open_database
+from mgmt.orchestration.hosts.driver import (
+    PUBLIC_VNI,
+    HostError,
+    InstancePlan,
+    NicPlan,
+    RouterPlan,
+)
 from mgmt.orchestration.hosts.netns import NetnsHostDriver
 from mgmt.orchestration.hosts.ssh import (
     SshExecutor,
@@ -35,6 +46,7 @@ from mgmt.orchestration.hosts.ssh import (
     host_key_text,
     parse_host_key,
 )
+from mgmt.orchestration.pki import ApplianceCA
 
 ROOT = Path(__file__).resolve().parents[2]
 VNI = 4242
@@ -207,5 +219,108 @@ async def test_a_segment_spans_the_local_and_a_remote_host():
             await remote.unplug_segment(VNI)
             assert await remote.running() == set()
             assert f"s{VNI}" not in await remote.runtime.links(None)
+        finally:
+            await remote.close()
+
+
+@pytest.mark.slow
+async def test_a_router_on_a_remote_host_serves_a_local_instance(tmp_path):
+    """The router runs on host1; its agent is reached through the SSH port forward. Its
+    guest and public segments span both hosts, so an instance on the local host gets its
+    lease from it and reaches the lab's internet (local) through its source NAT."""
+    db = await open_database(f"sqlite+skiff:///{tmp_path}/ca.db")
+    try:
+        ca = await ApplianceCA.load(db, tmp_path)
+    finally:
+        await db.close()
+    async with local_fabric() as local:
+        host = await add_remote_host(local.lab, 1, local.state_dir)
+        remote = remote_driver(host)
+        try:
+            here, there = await local.prepare(), await remote.prepare()
+            for vni in (VNI, PUBLIC_VNI):
+                await local.plug_segment(vni, (there.underlay_ip,))
+                await remote.plug_segment(vni, (here.underlay_ip,))
+
+            name = "r-9-VM"
+            net = remote.control_network
+            control = ipaddress.IPv4Interface(f"{net.network_address + 2}/{net.prefixlen}")
+            macs = {
+                "eth0": "02:00:00:09:00:01",
+                "eth1": "02:00:00:09:00:02",
+                "eth2": "02:00:00:09:00:03",
+            }
+            plan = RouterPlan(
+                name,
+                (
+                    NicPlan("eth0", macs["eth0"], "guest", VNI),
+                    NicPlan("eth1", macs["eth1"], "control"),
+                    NicPlan("eth2", macs["eth2"], "public", PUBLIC_VNI),
+                ),
+                control,
+                ca.issue_agent(name, str(control.ip)),
+            )
+            endpoint = await remote.start_router(plan)
+            assert endpoint.host == "127.0.0.1"
+            assert await remote.agent_endpoint(name, str(control.ip)) == endpoint  # reused
+            client = AgentClient(endpoint.url, name, ca.client_context())
+            await client.wait_healthy(60)
+
+            vm_mac = "02:00:00:09:01:01"
+            await client.apply(
+                parse_document(
+                    {
+                        "router_id": name,
+                        "generation": 1,
+                        "interfaces": [
+                            {
+                                "role": "guest",
+                                "name": "eth0",
+                                "mac": macs["eth0"],
+                                "addresses": ["10.1.1.1/24"],
+                            },
+                            {
+                                "role": "control",
+                                "name": "eth1",
+                                "mac": macs["eth1"],
+                                "addresses": [str(control)],
+                            },
+                            {
+                                "role": "public",
+                                "name": "eth2",
+                                "mac": macs["eth2"],
+                                "addresses": ["203.0.113.10/24"],
+                                "gateway": "203.0.113.1",
+                            },
+                        ],
+                        "guest_network": {
+                            "cidr": "10.1.1.0/24",
+                            "gateway": "10.1.1.1",
+                            "domain": "cs1cloud.internal",
+                            "upstream_resolvers": ["203.0.113.1"],
+                        },
+                        "public_ips": [{"ip": "203.0.113.10", "source_nat": True}],
+                        "dhcp_hosts": [{"mac": vm_mac, "ip": "10.1.1.20", "hostname": "vm1"}],
+                    }
+                )
+            )
+
+            vm = InstancePlan("i-2-3-VM", "vm1", (NicPlan("eth0", vm_mac, "guest", VNI),))
+            await local.start_instance(vm)
+            lease: dict[str, str] = {}
+            for _ in range(300):
+                lease = await local.lease(vm.name)
+                if lease.get("ip"):
+                    break
+                await asyncio.sleep(0.1)
+            assert (lease.get("ip"), lease.get("router")) == ("10.1.1.20", "10.1.1.1")
+            body = await _curl(
+                local.runtime.in_ns, local.runtime.ns(vm.name), "http://203.0.113.1/"
+            )
+            assert body.startswith("internet 203.0.113.10:")
+
+            await remote.destroy(name)
+            with pytest.raises((OSError, aiohttp.ClientError, TimeoutError)):
+                await client.health(timeout=3)
         finally:
             await remote.close()
