@@ -35,6 +35,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from appliances.lab import daemons, names, netns, topology
 from appliances.lab.names import LabNames
@@ -79,6 +80,20 @@ class RemoteHost:
     def prefix(self) -> str:
         """Prefix of the namespaces the ssh driver creates on this host."""
         return f"{self.namespace}-"
+
+    @property
+    def url(self) -> str:
+        """The host's addHost URL (mgmt.orchestration.hosts.ssh reads it); the host key
+        to pin is ``host_key``."""
+        query = urlencode(
+            {
+                "lab": self.lab,
+                "keyfile": self.key_path,
+                "statedir": self.state_dir,
+                "prefix": self.prefix,
+            }
+        )
+        return f"ssh://{self.username}@{self.address}:{self.port}/?{query}"
 
 
 def _paths(state_dir: Path, index: int) -> dict[str, Path]:

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import asyncssh
@@ -86,7 +87,11 @@ def executor(host: RemoteHost, **kw) -> SshExecutor:
 
 
 def remote_driver(host: RemoteHost) -> SshHostDriver:
-    return SshHostDriver(executor(host), prefix=host.prefix, state_dir=host.state_dir)
+    """As the orchestrator makes it: from the host row addHost wrote."""
+    row = SimpleNamespace(
+        name=host.name, url=host.url, username=None, password=None, host_key=host.host_key
+    )
+    return SshHostDriver.for_host(row)
 
 
 async def test_remote_host_runs_its_own_sshd():

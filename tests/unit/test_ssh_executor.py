@@ -20,7 +20,7 @@ import pytest
 
 from appliances.common.proc import CommandError
 from mgmt.orchestration.hosts.driver import HostError
-from mgmt.orchestration.hosts.ssh import (
+from mgmt.orchestration.hosts.sshexec import (
     SshExecutor,
     command_line,
     fetch_host_key,

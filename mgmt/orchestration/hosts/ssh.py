@@ -1,27 +1,27 @@
 """The ``ssh`` host driver: a remote Linux host driven over SSH (asyncssh).
 
 The remote host runs the same namespace runtime as the local ``netns`` driver
-(mgmt.orchestration.hosts.runtime), through ``SshExecutor``:
+(mgmt.orchestration.hosts.runtime) through ``SshExecutor`` (hosts/sshexec.py:
+argv quoting, host-key pinning, SFTP writes, detached processes). There the
+segment bridges, the VXLAN devices and the control bridge ``ctl`` (with the
+host's control address, the first of ``control_network``) live in the host's own
+network namespace (``bridge_ns=None``); routers and instances are namespaces
+``<prefix><name>``. The host's underlay address (HostFacts.underlay_ip, its VXLAN
+end) is the address the management server connects to unless given.
 
-- commands are argv lists; each element is quoted with ``shlex.join`` into the
-  one command line SSH carries (the remote user's shell splits it back into
-  exactly that argv), so no caller value is ever read as shell syntax;
-- long-running processes are started by a constant Python snippet on the host
-  (new session, output appended to a log file there) that prints their pid;
-- files are written over SFTP: a temp file created exclusively, fsync, chmod,
-  then an atomic POSIX rename;
-- the host key is pinned: ``fetch_host_key`` reads it once (addHost stores it)
-  and the executor refuses a host presenting any other key, naming both
-  fingerprints. Authentication is a password or a private key file; the local
-  ssh agent and ~/.ssh are never consulted;
-- one connection per host, made again on the next command after it is lost.
+The management server reaches a router's agent through an SSH local port forward
+from 127.0.0.1 to ``<control_ip>:8443`` on the host; a forward is kept per router
+and reused, and made again (on the same local port when it can) after the
+connection was lost.
 
-On the remote host the segment bridges, the VXLAN devices and the control
-bridge ``ctl`` (with the host's control address) live in the host's own
-network namespace (``bridge_ns=None``). The management server reaches a
-router's agent through an SSH local port forward to ``<control_ip>:8443``; a
-forward is kept per router and reused (its local port stays the same across a
-reconnection when it can).
+A host row's URL says how to reach it (``for_host``)::
+
+    ssh://[user@]address[:port][/?keyfile=..&statedir=..&prefix=..&lab=..]
+
+with the password of the row, else the private key ``keyfile`` (or
+$SKIFF_SSH_KEY), and the host key pinned at addHost. ``lab=<name>`` marks a lab
+remote host (appliances.lab.remote_hosts): its processes carry SKIFF_LAB=<name>
+and run this checkout's Python, as the lab's hosts share this machine.
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import posixpath
+import os
 import re
-import secrets
-import shlex
-import signal
-from collections.abc import Mapping, Sequence
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncssh
 
-from appliances.common.proc import Result
+from appliances.lab.names import check_name
 from mgmt.orchestration.hosts.driver import (
     AgentEndpoint,
     HostDriver,
@@ -50,332 +50,69 @@ from mgmt.orchestration.hosts.driver import (
     RouterPlan,
 )
 from mgmt.orchestration.hosts.runtime import AGENT_PORT, NamespaceRuntime
-
-HOST_KEY_RE = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) ([A-Za-z0-9+/]+={0,3})(?: .*)?$"
+from mgmt.orchestration.hosts.sshexec import (
+    SshExecutor,
+    command_line,
+    fetch_host_key,
+    fingerprint,
+    host_key_text,
+    parse_host_key,
 )
-USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+__all__ = [
+    "SshExecutor",
+    "SshHostDriver",
+    "command_line",
+    "fetch_host_key",
+    "fingerprint",
+    "host_key_text",
+    "parse_host_key",
+]
+
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-#: The environment variable ``skiff lab down`` finds a lab's processes by.
-MARK_ENV = "SKIFF_LAB"
 REQUIRED_TOOLS = ("ip", "bridge", "unshare", "busybox", "dnsmasq", "nft")
 DEFAULT_STATE_DIR = "/var/lib/skiff/host"
+KEY_ENV = "SKIFF_SSH_KEY"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+URL_OPTIONS = ("keyfile", "statedir", "prefix", "lab", "underlay", "control")
 
-#: Run by the host's python: argv[1] is the log, argv[2:] the command. Popen gives the
-#: process its own session, no stdin and default signal handling (a shell's ``&`` would
-#: leave SIGINT ignored), and the pid printed is the process's own.
-SPAWNER = """\
-import os, subprocess, sys
-log = sys.argv[1]
-os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
-with open(log, "ab") as out:
-    p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-print(p.pid)
-"""
+
+@dataclass(frozen=True)
+class SshUrl:
+    address: str
+    port: int
+    username: str | None
+    options: dict[str, str]
+
+
+def parse_ssh_url(url: str) -> SshUrl:
+    """ssh://[user@]address[:port][/?option=value&...] (options: URL_OPTIONS)."""
+    parts = urlsplit(url)
+    if parts.scheme != "ssh":
+        raise ValueError(f"{url[:80]!r} is not an ssh:// URL")
+    try:
+        address, port = parts.hostname, parts.port or 22
+    except ValueError as exc:
+        raise ValueError(f"bad ssh URL {url[:80]!r}: {exc}") from None
+    if not address:
+        raise ValueError(f"ssh URL {url[:80]!r} names no host")
+    if parts.password is not None:
+        raise ValueError("a password goes in the host's password, not in its URL")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ValueError(f"ssh URL {url[:80]!r} has a path; options go after '?'")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(URL_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown ssh URL options {', '.join(unknown)} (known: {', '.join(URL_OPTIONS)})"
+        )
+    if any(len(v) != 1 or not v[0] for v in query.values()):
+        raise ValueError("each ssh URL option is given once, with a value")
+    return SshUrl(address, port, parts.username, {k: v[0] for k, v in query.items()})
+
 
 #: Prints the names of the tools (positional arguments) the host lacks.
 MISSING_TOOLS = 'for t do command -v "$t" >/dev/null 2>&1 || echo "$t"; done'
-
-
-# -- quoting and keys -----------------------------------------------------------------------
-
-
-def command_line(argv: Sequence[str]) -> str:
-    """The command line SSH carries for argv: every element quoted for a POSIX shell."""
-    if isinstance(argv, str) or not argv:
-        raise ValueError("a command is a non-empty argv list, not a string")
-    for arg in argv:
-        if not isinstance(arg, str):
-            raise ValueError(f"argv element {arg!r} is not a string")
-        if "\0" in arg:
-            raise ValueError("an argv element contains a NUL byte")
-    return shlex.join(argv)
-
-
-def spawn_argv(argv: Sequence[str], log: str, env: Mapping[str, str], python: str) -> list[str]:
-    """The argv that starts argv detached on the host, appending output to log."""
-    if not argv:
-        raise ValueError("nothing to spawn")
-    if not log.startswith("/"):
-        raise ValueError(f"log path {log!r} is not absolute")
-    assignments = []
-    for key, value in env.items():
-        if not ENV_KEY_RE.match(key):
-            raise ValueError(f"bad environment variable name {key!r}")
-        assignments.append(f"{key}={value}")
-    if "=" in python:
-        raise ValueError(f"python path {python!r} contains '='")
-    return ["env", *assignments, python, "-c", SPAWNER, log, *argv]
-
-
-def parse_host_key(text: str) -> asyncssh.SSHKey:
-    """A pinned host key, "<type> <base64>" (an OpenSSH public key line)."""
-    m = HOST_KEY_RE.match(text.strip())
-    if not m:
-        raise ValueError("a host key is '<type> <base64>', e.g. 'ssh-ed25519 AAAAC3Nz...'")
-    try:
-        return asyncssh.import_public_key(f"{m.group(1)} {m.group(2)}")
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise ValueError(f"host key does not decode: {exc}") from None
-
-
-def host_key_text(key: asyncssh.SSHKey) -> str:
-    """ "<type> <base64>" of a key, without a comment."""
-    return " ".join(key.export_public_key("openssh").decode().split()[:2])
-
-
-def fingerprint(key: asyncssh.SSHKey) -> str:
-    return key.get_fingerprint("sha256")
-
-
-async def fetch_host_key(address: str, port: int = 22, timeout: float = 15.0) -> str:
-    """The host key the server at address presents, as "<type> <base64>" (for pinning)."""
-    try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(address, port, config=[]), timeout
-        )
-    except (OSError, asyncssh.Error, TimeoutError) as exc:
-        raise HostError(
-            f"ssh {address}:{port}: cannot read the host key: {exc or type(exc).__name__}"
-        ) from None
-    if key is None:
-        raise HostError(f"ssh {address}:{port}: the server presented no host key")
-    return host_key_text(key)
-
-
-# -- the executor ---------------------------------------------------------------------------
-
-
-class _Client(asyncssh.SSHClient):
-    """Remembers the key a server presented that was not the pinned one; tells the
-    executor when the connection is gone."""
-
-    def __init__(self, executor: SshExecutor):
-        self.executor = executor
-        self.presented: asyncssh.SSHKey | None = None
-        self.conn: asyncssh.SSHClientConnection | None = None
-
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        self.conn = conn
-
-    def validate_host_public_key(
-        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-    ) -> bool:
-        self.presented = key
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.executor._lost(self.conn)
-
-
-_CONNECTION_ERRORS = (OSError, asyncssh.DisconnectError, asyncssh.ChannelOpenError)
-
-
-class SshExecutor:
-    """Runs commands on one remote host over a persistent, host-key-pinned connection."""
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        host_key: str,
-        username: str = "root",
-        port: int = 22,
-        password: str | None = None,
-        key_path: str | None = None,
-        mark: str | None = None,
-        env: Mapping[str, str] | None = None,
-        python: str = "python3",
-        connect_timeout: float = 15.0,
-        keepalive: float = 15.0,
-    ):
-        if not address or any(c.isspace() for c in address):
-            raise ValueError(f"bad host address {address!r}")
-        if not 0 < port < 65536:
-            raise ValueError(f"bad ssh port {port}")
-        if not USERNAME_RE.match(username):
-            raise ValueError(f"bad user name {username!r}")
-        if (password is None) == (key_path is None):
-            raise ValueError("give either a password or a private key file")
-        self.address, self.port, self.username = address, port, username
-        self.pinned = parse_host_key(host_key)
-        self.password = password
-        self.key_path = key_path
-        self.env = {**(env or {}), **({MARK_ENV: mark} if mark else {})}
-        self.python = python
-        self.connect_timeout = connect_timeout
-        self.keepalive = keepalive
-        self.where = f"ssh {username}@{address}:{port}"
-        self._conn: asyncssh.SSHClientConnection | None = None
-        self._sftp: asyncssh.SFTPClient | None = None
-        self._lock = asyncio.Lock()
-
-    # connection --------------------------------------------------------------------------
-
-    async def connection(self) -> asyncssh.SSHClientConnection:
-        """The live connection, made (again) if there is none."""
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await self._connect()
-            return self._conn
-
-    def _lost(self, conn: asyncssh.SSHClientConnection | None) -> None:
-        if conn is not None and conn is self._conn:
-            self._conn, self._sftp = None, None
-
-    async def _connect(self) -> asyncssh.SSHClientConnection:
-        client = _Client(self)
-        auth: dict = (
-            {
-                "password": self.password,
-                "client_keys": None,
-                "preferred_auth": "password,keyboard-interactive",
-            }
-            if self.password is not None
-            else {"password": None, "client_keys": [self.key_path], "preferred_auth": "publickey"}
-        )
-        try:
-            conn, _ = await asyncio.wait_for(
-                asyncssh.create_connection(
-                    lambda: client,
-                    self.address,
-                    self.port,
-                    username=self.username,
-                    known_hosts=([self.pinned], [], []),
-                    agent_path=None,
-                    config=[],
-                    x509_trusted_certs=None,
-                    keepalive_interval=self.keepalive,
-                    **auth,
-                ),
-                self.connect_timeout,
-            )
-        except asyncssh.HostKeyNotVerifiable:
-            seen = fingerprint(client.presented) if client.presented else "(none offered)"
-            raise HostError(
-                f"{self.where}: host key mismatch: pinned {fingerprint(self.pinned)} "
-                f"({self.pinned.get_algorithm()}), presented {seen}; refusing to connect. "
-                "If the host was reinstalled, pin its new key again (update the host)."
-            ) from None
-        except asyncssh.PermissionDenied:
-            how = "password" if self.password is not None else f"key {self.key_path}"
-            raise HostError(f"{self.where}: authentication with the {how} failed") from None
-        except (OSError, asyncssh.Error, TimeoutError, asyncssh.KeyImportError) as exc:
-            raise HostError(f"{self.where}: cannot connect: {exc or type(exc).__name__}") from None
-        return conn
-
-    async def sftp(self) -> asyncssh.SFTPClient:
-        conn = await self.connection()
-        if self._sftp is None:
-            try:
-                self._sftp = await conn.start_sftp_client()
-            except (asyncssh.Error, OSError) as exc:
-                raise HostError(f"{self.where}: no SFTP: {exc}") from None
-        return self._sftp
-
-    # the Executor protocol ---------------------------------------------------------------
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float = 60.0,
-        input: str | bytes | None = None,
-    ) -> Result:
-        line = command_line(argv)
-        data = input.encode() if isinstance(input, str) else (input or b"")
-        process = await self._start(line, data)
-        try:
-            done = await process.wait(check=False, timeout=timeout)
-            rc, out, err, note = _exit_code(done), done.stdout, done.stderr, ""
-        except asyncssh.TimeoutError as exc:
-            process.close()
-            rc, out, err = -9, exc.stdout, exc.stderr
-            note = f"\n(timed out after {timeout:g} s)"
-        except _CONNECTION_ERRORS as exc:
-            raise HostError(
-                f"{self.where}: connection lost while running {argv[0]}: {exc}"
-            ) from None
-        result = Result(tuple(argv), rc, _text(out), _text(err) + note)
-        return result.check() if check else result
-
-    async def _start(self, line: str, data: bytes) -> asyncssh.SSHClientProcess:
-        """Open the command's channel; a connection found dead first is made again once
-        (the command had not started, so trying again is safe)."""
-        for attempt in (1, 2):
-            conn = await self.connection()
-            try:
-                process = await conn.create_process(line, encoding=None)
-                if data:
-                    process.stdin.write(data)
-                process.stdin.write_eof()  # a command that reads stdin sees its end
-                return process
-            except _CONNECTION_ERRORS as exc:
-                self._lost(conn)
-                if attempt == 2:
-                    raise HostError(f"{self.where}: cannot open a session: {exc}") from None
-        raise AssertionError("not reached")
-
-    async def spawn(
-        self, argv: Sequence[str], *, log: str, env: Mapping[str, str] | None = None
-    ) -> int:
-        full = spawn_argv(argv, log, {**self.env, **(env or {})}, self.python)
-        res = await self.run(full)
-        pid = res.stdout.strip()
-        if not pid.isdigit():
-            raise HostError(f"{self.where}: starting {argv[0]} printed no pid: {res.output}")
-        return int(pid)
-
-    async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        if not path.startswith("/") or path.endswith("/"):
-            raise ValueError(f"{path!r} is not an absolute file path")
-        parent, name = posixpath.split(posixpath.normpath(path))
-        tmp = f"{parent}/.{name}.{secrets.token_hex(4)}.tmp"
-        sftp = await self.sftp()
-        try:
-            await sftp.makedirs(parent, exist_ok=True)
-            async with sftp.open(
-                tmp, "x", asyncssh.SFTPAttrs(permissions=mode), encoding=None
-            ) as f:
-                await f.write(data)
-                with contextlib.suppress(asyncssh.SFTPOpUnsupported):
-                    await f.fsync()
-            await sftp.chmod(tmp, mode)
-            await sftp.posix_rename(tmp, path)
-        except (asyncssh.SFTPError, OSError, asyncssh.Error) as exc:
-            with contextlib.suppress(asyncssh.SFTPError, OSError, asyncssh.Error):
-                await sftp.remove(tmp)
-            raise HostError(f"{self.where}: cannot write {path}: {exc}") from None
-
-    async def close(self) -> None:
-        conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.close()
-            with contextlib.suppress(Exception):
-                await conn.wait_closed()
-
-
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
-
-
-def _exit_code(done: asyncssh.SSHCompletedProcess) -> int:
-    if done.exit_status is not None and done.exit_status >= 0:
-        return done.exit_status
-    if done.exit_signal:
-        try:
-            return -signal.Signals[f"SIG{done.exit_signal[0]}"].value
-        except KeyError:
-            pass
-    return -1
-
-
-# -- the driver -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -418,6 +155,55 @@ class SshHostDriver(HostDriver):
         self._ready = False
         self._forwards: dict[str, _Forward] = {}
         self._forward_lock = asyncio.Lock()
+
+    @classmethod
+    def for_host(cls, host: Any) -> SshHostDriver:
+        """The driver for a host row: its url (see the module's docstring), username,
+        password (else a key file) and pinned host_key."""
+        name = getattr(host, "name", None) or host.url
+        try:
+            url = parse_ssh_url(host.url)
+            opts = url.options
+            if not host.host_key:
+                raise ValueError("no SSH host key was pinned when it was added; add it again")
+            keyfile = None if host.password else (opts.get("keyfile") or os.environ.get(KEY_ENV))
+            if not host.password and not keyfile:
+                raise ValueError(
+                    f"needs a password or a private key (keyfile= in its URL, or ${KEY_ENV})"
+                )
+            lab = opts.get("lab")
+            extra: dict[str, Any] = {}
+            prefix = opts.get("prefix", "skf-")
+            if lab is not None:
+                check_name(lab)
+                if not prefix.startswith(f"skf-{lab}-"):
+                    raise ValueError(
+                        f"a lab host's prefix starts with skf-{lab}- "
+                        "(so the lab's down removes what it builds)"
+                    )
+                extra = {
+                    "mark": lab,
+                    "python": sys.executable,
+                    "env": {"PYTHONPATH": str(PROJECT_ROOT)},
+                }
+            executor = SshExecutor(
+                url.address,
+                port=url.port,
+                username=host.username or url.username or "root",
+                host_key=host.host_key,
+                password=host.password or None,
+                key_path=keyfile,
+                **extra,
+            )
+            return cls(
+                executor,
+                prefix=prefix,
+                state_dir=opts.get("statedir", DEFAULT_STATE_DIR),
+                control_network=opts.get("control", "169.254.0.0/24"),
+                underlay_ip=opts.get("underlay"),
+            )
+        except ValueError as exc:
+            raise HostError(f"host {name}: {exc}") from None
 
     @property
     def where(self) -> str:
