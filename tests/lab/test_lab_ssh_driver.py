@@ -270,6 +270,12 @@ async def test_a_router_on_a_remote_host_serves_a_local_instance(tmp_path):
             assert await remote.agent_endpoint(name, str(control.ip)) == endpoint  # reused
             client = AgentClient(endpoint.url, name, ca.client_context())
             await client.wait_healthy(60)
+            # The SSH connection drops: the next endpoint is a new forward on the same port.
+            conn = await remote.x.connection()
+            conn.abort()
+            await conn.wait_closed()
+            assert await remote.agent_endpoint(name, str(control.ip)) == endpoint
+            await client.wait_healthy(30)
 
             vm_mac = "02:00:00:09:01:01"
             await client.apply(

@@ -276,3 +276,10 @@ async def test_spawn_detaches_marks_and_logs(stand, tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_many_commands_at_once_share_the_connection(stand):
+    async with executor(stand) as x:
+        results = await asyncio.gather(*(x.run(["echo", str(i)]) for i in range(30)))
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(30)]
+    assert len(stand.connections) == 1

@@ -143,6 +143,9 @@ class _Client(asyncssh.SSHClient):
         self.executor._lost(self.conn)
 
 
+#: Commands at once per connection: OpenSSH's MaxSessions is 10 by default, and the
+#: SFTP channel is one more.
+MAX_SESSIONS = 8
 _CONNECTION_ERRORS = (OSError, asyncssh.DisconnectError, asyncssh.ChannelOpenError)
 
 
@@ -184,6 +187,7 @@ class SshExecutor:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
 
     # connection --------------------------------------------------------------------------
 
@@ -260,18 +264,19 @@ class SshExecutor:
     ) -> Result:
         line = command_line(argv)
         data = input.encode() if isinstance(input, str) else (input or b"")
-        process = await self._start(line, data)
-        try:
-            done = await process.wait(check=False, timeout=timeout)
-            rc, out, err, note = _exit_code(done), done.stdout, done.stderr, ""
-        except asyncssh.TimeoutError as exc:
-            process.close()
-            rc, out, err = -9, exc.stdout, exc.stderr
-            note = f"\n(timed out after {timeout:g} s)"
-        except _CONNECTION_ERRORS as exc:
-            raise HostError(
-                f"{self.where}: connection lost while running {argv[0]}: {exc}"
-            ) from None
+        async with self._sessions:
+            process = await self._start(line, data)
+            try:
+                done = await process.wait(check=False, timeout=timeout)
+                rc, out, err, note = _exit_code(done), done.stdout, done.stderr, ""
+            except asyncssh.TimeoutError as exc:
+                process.close()
+                rc, out, err = -9, exc.stdout, exc.stderr
+                note = f"\n(timed out after {timeout:g} s)"
+            except _CONNECTION_ERRORS as exc:
+                raise HostError(
+                    f"{self.where}: connection lost while running {argv[0]}: {exc}"
+                ) from None
         result = Result(tuple(argv), rc, _text(out), _text(err) + note)
         return result.check() if check else result
 
@@ -287,9 +292,9 @@ class SshExecutor:
                 process.stdin.write_eof()  # a command that reads stdin sees its end
                 return process
             except _CONNECTION_ERRORS as exc:
-                self._lost(conn)
-                if attempt == 2:
+                if not conn.is_closed() or attempt == 2:  # refused on a live connection
                     raise HostError(f"{self.where}: cannot open a session: {exc}") from None
+                self._lost(conn)
         raise AssertionError("not reached")
 
     async def spawn(
