@@ -10,10 +10,10 @@ B ?=
 # Debian packages the appliances and the test suite run for real.
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
-	curl openssl procps psmisc python3-venv postgresql
+	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
-	/usr/lib/postgresql/*/bin/initdb
+	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter
 
 .PHONY: help deps venv lint test test-fast bench demo demo-down demo-router docs clean
 
@@ -35,7 +35,11 @@ deps:
 		if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run make as root to install them" >&2; exit 1; fi; \
 		echo "==> installing Debian packages (missing:$$missing)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
+		if [ ! -x /usr/sbin/sshd ]; then mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run; fi; \
+		policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+			printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy; fi; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+		rc=$$?; [ -z "$$policy" ] || rm -f $$policy; [ $$rc = 0 ] || exit $$rc; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

@@ -29,6 +29,24 @@ DOMAIN = "lab.test"
 INTERNET_DNS_NAMES = ("www.lab.test", "internet.lab.test", "www.internet.test", "internet.test")
 AGENT_PORT = 8443
 
+#: The underlay: the "data-centre LAN" between a lab's hypervisor hosts that carries
+#: VXLAN (and, for lab remote hosts, SSH). It is 198.18.<octet>.0/24 (RFC 2544's
+#: benchmarking range, which no real network routes), <octet> being the lab's control
+#: octet, so two labs never clash. Bridge UNDERLAY_BRIDGE in the switch namespace holds
+#: .1 (the local host's VXLAN address), remote host k is .10+k, and the root-namespace
+#: link skf-<lab>-ul (how the management server reaches remote hosts) is .254.
+#: Its MTU is 1550, so a segment that spans hosts keeps MTU 1500 inside VXLAN (50 bytes
+#: of outer headers); guests never need a smaller MTU.
+UNDERLAY_BRIDGE = "underlay"
+UNDERLAY_MTU = 1550
+UNDERLAY_LOCAL_HOST = 1
+UNDERLAY_ROOT_HOST = 254
+MAX_REMOTE_HOSTS = 200
+
+
+def underlay_network(control_octet: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(f"198.18.{control_octet}.0/24")
+
 #: Control subnets are 169.254.N.0/24 with N in this range (169 is avoided: 169.254.169.254
 #: is the metadata address on many clouds).
 CONTROL_OCTETS = tuple(n for n in range(100, 200) if n != 169)

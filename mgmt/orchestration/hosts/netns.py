@@ -8,6 +8,11 @@ prefix, so ``skiff lab down --name <lab>`` removes all of it and
   and the control bridge ``ctl``;
 - ``skf-<lab>-internet`` is the lab's Internet on the public segment
   (203.0.113.1, an HTTP and a DNS server, the remote-client addresses);
+- bridge ``underlay`` there, 198.18.<N>.1/24 with MTU 1550, is the host's underlay
+  (its VXLAN address, ``HostFacts.underlay_ip``): segments that span hosts are VXLAN
+  between it and the other hosts' underlay addresses; lab remote hosts
+  (appliances.lab.remote_hosts) plug into it. The 1550 MTU carries full 1500-byte
+  guest frames inside VXLAN, so segments keep MTU 1500;
 - the root-namespace veth ``skf-<lab>-ctl`` holds the host's control address
   169.254.<N>.1/24 and leads to ``ctl``: the management server reaches every
   router's agent through it, as a CloudStack host reaches its routers over
@@ -97,7 +102,8 @@ class NetnsHostDriver(HostDriver):
             self._ready = True
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return HostFacts(hostname=self.lab, cpus=os.cpu_count() or 1, cpu_speed_mhz=2000,
-                         memory_bytes=memory, hypervisor_version="netns")
+                         memory_bytes=memory, hypervisor_version="netns",
+                         underlay_ip=str(self.underlay_ip.ip))
 
     def _state_dir(self) -> None:
         d = self.state_dir.resolve()
@@ -110,6 +116,7 @@ class NetnsHostDriver(HostDriver):
         await rt.ensure_namespace(self.switch)
         await rt.plug_segment(PUBLIC_VNI)
         await self._control()
+        await self._underlay()
         await self._internet()
 
     async def _control(self) -> None:
@@ -132,6 +139,19 @@ class NetnsHostDriver(HostDriver):
     def _host_ip(self) -> ipaddress.IPv4Interface:
         net = self.control_network
         return ipaddress.IPv4Interface(f"{net.network_address + 1}/{net.prefixlen}")
+
+    @property
+    def underlay_ip(self) -> ipaddress.IPv4Interface:
+        """The switch namespace's underlay address (198.18.<control octet>.1/24)."""
+        net = names.underlay_network(self.control_network.network_address.packed[2])
+        return ipaddress.IPv4Interface(f"{net.network_address + names.UNDERLAY_LOCAL_HOST}"
+                                       f"/{net.prefixlen}")
+
+    async def _underlay(self) -> None:
+        rt = self.runtime
+        await rt.ensure_bridge(names.UNDERLAY_BRIDGE, names.UNDERLAY_MTU)
+        await rt.ip(self.switch, "address", "replace", str(self.underlay_ip), "dev",
+                    names.UNDERLAY_BRIDGE)
 
     async def _internet(self) -> None:
         rt = self.runtime
@@ -163,7 +183,7 @@ class NetnsHostDriver(HostDriver):
 
     async def plug_segment(self, vni: int, peers: tuple[str, ...] = (), mtu: int = 1500) -> None:
         await self._ensure_ready()
-        await self.runtime.plug_segment(vni, peers, mtu)
+        await self.runtime.plug_segment(vni, peers, mtu, underlay_ip=str(self.underlay_ip.ip))
 
     async def unplug_segment(self, vni: int) -> None:
         if vni != PUBLIC_VNI:

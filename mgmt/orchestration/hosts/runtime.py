@@ -133,6 +133,8 @@ class NamespaceRuntime:
             return
         if underlay_ip is None:
             raise HostError(f"segment {vni} spans hosts but this host has no underlay address")
+        if vx in await self.links(self.bridge_ns) and await self._vxlan_local(vx) != underlay_ip:
+            await self.ip(self.bridge_ns, "link", "delete", vx)  # the underlay address moved
         if vx not in await self.links(self.bridge_ns):
             await self.ip(self.bridge_ns, "link", "add", vx, "type", "vxlan", "id", str(vni),
                           "local", underlay_ip, "dstport", str(VXLAN_PORT), "nolearning")
@@ -145,6 +147,11 @@ class NamespaceRuntime:
             await self._fdb("append", vx, peer)
         for peer in sorted(present - set(peers) - {None}):
             await self._fdb("del", vx, str(peer))
+
+    async def _vxlan_local(self, vx: str) -> str | None:
+        res = await self.ip(self.bridge_ns, "-d", "-j", "link", "show", vx, check=False)
+        links = json.loads(res.stdout or "[]") if res.ok else []
+        return links[0].get("linkinfo", {}).get("info_data", {}).get("local") if links else None
 
     async def _fdb(self, op: str, vx: str, peer: str) -> None:
         await self.x.run(["bridge", *(["-n", self.bridge_ns] if self.bridge_ns else []), "fdb",
