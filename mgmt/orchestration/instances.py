@@ -17,10 +17,9 @@ from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.models.networks import Network
 from mgmt.db.types import utcnow
-from mgmt.orchestration import networks, sync
+from mgmt.orchestration import allocator, networks, sync
 from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan
 from mgmt.orchestration.placement import vni_of
-from mgmt.orchestration.routers import choose_host
 
 log = logging.getLogger("skiff.orchestration")
 
@@ -63,8 +62,7 @@ async def start(orch, vm_id: int, prefer_host: int | None = None) -> None:
         host = await session.get(Host, prefer_host) if prefer_host else None
         if host is None or host.state != "Up" or host.resource_state != "Enabled":
             try:
-                host = await choose_host(session, vm.zone_id, cpu_number=vm.cpu_number,
-                                         cpu_speed=vm.cpu_speed, memory_mib=vm.memory)
+                host = await allocator.place(session, vm)
             except ApiError:
                 vm.state = "Stopped" if vm.last_host_id else "Error"
                 await session.commit()

@@ -20,7 +20,7 @@ from mgmt.db.models.compute import Nic, Router, VmInstance
 from mgmt.db.models.infra import Host, PublicIp, VlanIpRange
 from mgmt.db.models.networks import Network
 from mgmt.db.types import utcnow
-from mgmt.orchestration import sync
+from mgmt.orchestration import allocator, sync
 from mgmt.orchestration.hosts.driver import PUBLIC_VNI, HostError, NicPlan, RouterPlan
 from mgmt.orchestration.placement import free_control_ip, new_mac, vni_of
 
@@ -29,27 +29,6 @@ log = logging.getLogger("skiff.orchestration")
 AGENT_HEALTH_TIMEOUT = 60.0
 ROUTER_CPU, ROUTER_CPU_MHZ, ROUTER_MEMORY_MIB = 1, 500, 256
 INSUFFICIENT_CAPACITY = 533
-
-
-async def choose_host(session, zone_id: int, *, cpu_number: int, cpu_speed: int,
-                      memory_mib: int, avoid: frozenset[int] = frozenset()) -> Host:
-    """A host for a new VM (mgmt.orchestration.allocator when present)."""
-    try:
-        from mgmt.orchestration import allocator  # type: ignore[attr-defined]
-    except ImportError:
-        allocator = None
-    if allocator is not None:
-        return await allocator.choose_host(session, zone_id, cpu_number=cpu_number,
-                                           cpu_speed=cpu_speed, memory_mib=memory_mib,
-                                           avoid=avoid)
-    host = await session.scalar(
-        select(Host).where(Host.zone_id == zone_id, Host.live(), Host.state == "Up",
-                           Host.resource_state == "Enabled", Host.id.not_in(avoid or {-1}))
-        .order_by(Host.id))
-    if host is None:
-        raise ApiError(INSUFFICIENT_CAPACITY, "no Up and Enabled host in the zone has room "
-                       "for a virtual router")
-    return host
 
 
 async def macs_of(orch, router_id: int) -> dict[str, str]:
@@ -101,17 +80,18 @@ async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> No
         router = await session.get_one(Router, router_id)
         vm = await session.get_one(VmInstance, router.vm_id)
         network = await session.get_one(Network, router.network_id)
-        host = await choose_host(session, vm.zone_id, cpu_number=vm.cpu_number,
-                                 cpu_speed=vm.cpu_speed, memory_mib=vm.memory, avoid=avoid)
+        host = await allocator.place(session, vm, avoid=avoid)
+        await session.commit()  # the allocator's zone lock ends here
         driver = orch.driver(host)
         try:
             await driver.prepare()
         except HostError as exc:
+            vm.host_id, vm.state = None, "Stopped"
+            await session.commit()
             raise ApiError(530, f"host {host.name} cannot run routers: {exc}") from exc
         async with orch.host_lock(host.id):
             control_ip = await free_control_ip(session, host.id, driver.control_network)
             router.control_ip = control_ip
-            vm.host_id, vm.state = host.id, "Starting"
             await session.commit()
         nics = {n.traffic_type: n for n in (await session.scalars(
             select(Nic).where(Nic.vm_id == vm.id, Nic.live()))).all()}

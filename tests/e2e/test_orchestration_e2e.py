@@ -130,7 +130,7 @@ async def test_restart_with_cleanup_gives_a_new_router_with_the_same_behaviour(w
     [after] = (await c.call("listRouters", networkid=network["id"]))["router"]
     assert after["id"] != before["id"] and after["state"] == "Running"
     assert after["publicip"] == before["publicip"]
-    body = await until(lambda: c.curl(url), lambda got: got, timeout=20)
+    body = await until(lambda: c.curl(url), lambda got: got, timeout=60)
     assert body.split()[0] == "web1"
 
 
@@ -148,7 +148,12 @@ async def test_a_router_destroyed_behind_the_servers_back_is_recreated(world):
     assert body.split()[0] == "web1"
     [after] = (await c.call("listRouters", networkid=network["id"]))["router"]
     assert after["id"] != before["id"] and after["state"] == "Running"
-    events = (await c.call("listEvents", type="ROUTER.RECREATE", listall="true"))["event"]
+
+    async def recreated() -> list[dict]:  # recorded once the new router took its document
+        return (await c.call("listEvents", type="ROUTER.RECREATE", listall="true")).get(
+            "event", [])
+
+    events = await until(recreated, lambda got: got, timeout=30)
     assert any(before["name"] in e["description"] for e in events)
 
 
