@@ -536,6 +536,28 @@ def _cpu_mhz() -> int:
         return 0
 
 
+async def _prepare_ssh_host(args, address: str) -> tuple[str, tuple[int, int, int]]:
+    """Pin the SSH host key the host presents now, then prepare it through its driver
+    (bridges, control network) and read its capacity. A host that cannot be reached
+    or prepared is not added; the error says why."""
+    from mgmt.orchestration.hosts.driver import HostError
+    from mgmt.orchestration.hosts.ssh import SshHostDriver, fetch_host_key, parse_ssh_url
+
+    try:
+        url = parse_ssh_url(args["url"])
+        host_key = await fetch_host_key(url.address, url.port)
+        probe = Host(name=address, url=args["url"], hypervisor=args["hypervisor"],
+                     username=args["username"], password=args["password"], host_key=host_key)
+        driver = SshHostDriver.for_host(probe)
+        try:
+            facts = await driver.prepare()
+        finally:
+            await driver.close()
+    except (HostError, OSError, ValueError) as exc:
+        raise ApiError(530, f"cannot add host {address}: {exc}") from None
+    return host_key, (facts.cpus, facts.cpu_speed_mhz, facts.memory_bytes)
+
+
 def _local_capacity() -> tuple[int, int, int]:
     """(cpus, MHz, memory bytes) of this machine: a Netns host is this machine."""
     cpus = os.cpu_count() or 1
@@ -569,7 +591,8 @@ def _local_capacity() -> tuple[int, int, int]:
 async def add_host(call, args) -> ListResult:
     """Record a host. With no agent to talk to yet, it starts in state Up (resource state
     Enabled); a later issue connects real host drivers that set the state from the host."""
-    if args["hypervisor"] == "KVM" and not (args["username"] and args["password"]):
+    ssh = args["url"].lower().startswith("ssh://")
+    if args["hypervisor"] == "KVM" and not ssh and not (args["username"] and args["password"]):
         raise param_error("username and password are required for a KVM host")
     address = _parse_host_url(args["url"])
     if args["hypervisor"] == "Netns":
@@ -608,6 +631,9 @@ async def add_host(call, args) -> ListResult:
         if await _count(session, Host, Host.name == address):
             raise param_error(f"host {address} (url) has been added already")
         cpus, speed, memory = _local_capacity() if args["hypervisor"] == "Netns" else (0, 0, 0)
+        host_key = None
+        if ssh:
+            host_key, (cpus, speed, memory) = await _prepare_ssh_host(args, address)
         host = Host(
             name=address,
             zone_id=zone.id,
@@ -624,6 +650,7 @@ async def add_host(call, args) -> ListResult:
             cpu_number=cpus,
             cpu_speed=speed,
             memory_total=memory,
+            host_key=host_key,
         )
         session.add(host)
         await session.commit()

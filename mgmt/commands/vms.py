@@ -230,6 +230,7 @@ async def _deploy_inputs(session, call, args):
         Param("ipaddress", description="the address in the network (default: the first free)"),
         Param("userdata", length=USER_DATA_MAX, description="base64 user data"),
         Param("group"),
+        Param("hostid", "uuid", description="admin: the host to start it on"),
         Param("startvm", "boolean", description="start it (default true)"),
         Param("hypervisor", description="accepted for compatibility"),
         Param("keypair", description="accepted for compatibility"),
@@ -295,7 +296,7 @@ async def deploy_virtual_machine(call, args) -> ObjectResult:
         await call.server.events.record(call, "VM.CREATE", f"created instance {vm.host_name}",
                                         vm)
     if args["startvm"] is not False:
-        await instances.start(orch, vm_id)
+        await instances.start(orch, vm_id, prefer_host=await _chosen_host(call, args))
         async with call.server.db.sessions() as session:
             vm = await session.get_one(VmInstance, vm_id)
             await call.server.events.record(call, "VM.START",
@@ -339,20 +340,25 @@ async def _record(call, vm_id: int, event: str, text: str) -> None:
         await call.server.events.record(call, event, f"{text} {vm.host_name}", vm)
 
 
+async def _chosen_host(call, args) -> int | None:
+    """The host a root admin named (hostid), else None: the allocator decides."""
+    if not args["hostid"]:
+        return None
+    if not call.caller.is_root_admin:
+        raise ApiError(432, "only a root admin may choose the host (hostid)")
+    async with call.server.db.sessions() as session:
+        host = await session.scalar(select(Host).where(Host.uuid == args["hostid"],
+                                                       Host.live()))
+        if host is None:
+            raise not_found("host", args["hostid"])
+        return host.id
+
+
 @_lifecycle("startVirtualMachine", "Starts a stopped instance", "VM.START",
             extra=(Param("hostid", "uuid", description="admin: the host to start it on"),))
 async def start_virtual_machine(call, args) -> ObjectResult:
     vm = await _vm_for_job(call, args, ("Stopped", "Error"), "start")
-    prefer = vm.last_host_id
-    if args["hostid"]:
-        if not call.caller.is_root_admin:
-            raise ApiError(432, "only a root admin may choose the host (hostid)")
-        async with call.server.db.sessions() as session:
-            host = await session.scalar(select(Host).where(Host.uuid == args["hostid"],
-                                                           Host.live()))
-            if host is None:
-                raise not_found("host", args["hostid"])
-            prefer = host.id
+    prefer = await _chosen_host(call, args) or vm.last_host_id
     await instances.start(call.server.orchestrator, vm.id, prefer_host=prefer)
     await _record(call, vm.id, "VM.START", "started instance")
     return await _answer(call, vm.id)
