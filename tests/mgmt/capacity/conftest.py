@@ -92,8 +92,8 @@ async def world(live) -> World:
                           clustername="c1", clustertype="CloudManaged",
                           hypervisor="Netns"))["cluster"][0]
     hosts = {}
-    for name in ("skf-cap-h1", "skf-cap-h2", "skf-cap-h3"):
-        hosts[name.removeprefix("skf-cap-")] = await add_host(cs, zone, pod, cluster, name)
+    for name in ("caph1", "caph2", "caph3"):
+        hosts[name.removeprefix("cap")] = await add_host(cs, zone, pod, cluster, name)
     async with live.db.sessions() as session:
         host_ids = {
             short: await session.scalar(select(Host.id).where(Host.uuid == h["id"]))

@@ -83,7 +83,7 @@ async def test_over_provisioning_factors_multiply_the_totals(world: World):
     c2 = (await call(world.cs, "addCluster", zoneid=z2["id"], podid=p2["id"], clustername="c1",
                      clustertype="CloudManaged", hypervisor="Netns"))["cluster"][0]
     await call(world.cs, "updateZone", id=z2["id"], allocationstate="Enabled")
-    other = await add_host(world.cs, z2, p2, c2, "skf-cap-z2")
+    other = await add_host(world.cs, z2, p2, c2, "capz2")
     caps2 = by_type(await call(world.cs, "listCapacity", zoneid=z2["id"]))
     assert caps2[1]["capacitytotal"] == other["cpunumber"] * other["cpuspeed"]
 
@@ -108,7 +108,7 @@ async def test_pod_and_cluster_capacity_name_the_pod_and_cluster(world: World):
     c2 = (await call(world.cs, "addCluster", zoneid=world.zone["id"], podid=world.pod["id"],
                      clustername="c2", clustertype="CloudManaged",
                      hypervisor="Netns"))["cluster"][0]
-    h4 = await add_host(world.cs, world.zone, world.pod, c2, "skf-cap-h4")
+    h4 = await add_host(world.cs, world.zone, world.pod, c2, "caph4")
     await world.track("h4", h4)
     await world.set_host("h4", cpu_number=2, cpu_speed=1000, memory_total=GIB)
     await world.hold("h4", cpu_speed=500, memory=256)
@@ -186,7 +186,7 @@ async def test_refusals(world: World):
 
 
 async def test_a_netns_host_offers_this_machines_cores_and_memory(world: World):
-    h = await add_host(world.cs, world.zone, world.pod, world.cluster, "skf-cap-real")
+    h = await add_host(world.cs, world.zone, world.pod, world.cluster, "capre")
     assert h["cpunumber"] >= 1 and h["cpuspeed"] > 0 and h["memorytotal"] > 0
     caps = by_type(await call(world.cs, "listCapacity", zoneid=world.zone["id"]))
     assert caps[1]["capacitytotal"] == 3 * CORES * MHZ + h["cpunumber"] * h["cpuspeed"]

@@ -22,7 +22,7 @@ async def chosen(world: World, **request) -> str:
     ask = {"cpu_number": 1, "cpu_speed": 1000, "memory_mib": 512, **request}
     async with world.live.db.sessions() as session:
         host = await choose_host(session, world.zone_id, **ask)
-        return host.name.removeprefix("skf-cap-")
+        return host.name.removeprefix("cap")
 
 
 async def refused(world: World, **request) -> ApiError:
@@ -62,12 +62,12 @@ async def test_over_provisioning_makes_room(world: World):
     err = await refused(world, cpu_speed=1000)
     assert err.text == (
         "Insufficient capacity: no host in zone z1 can take 1 CPU x 1000 MHz and 512 MiB "
-        "(skf-cap-h1: 800 of 8000 MHz free; skf-cap-h2: 800 of 8000 MHz free; "
-        "skf-cap-h3: 800 of 8000 MHz free)"
+        "(caph1: 800 of 8000 MHz free; caph2: 800 of 8000 MHz free; "
+        "caph3: 800 of 8000 MHz free)"
     )
     await world.configure("cpu.overprovisioning.factor", "1.5")
     err = await refused(world, cpu_speed=1000, memory_mib=1536)
-    assert "skf-cap-h1: 1024 of 8192 MiB free" in err.text
+    assert "caph1: 1024 of 8192 MiB free" in err.text
     await world.configure("mem.overprovisioning.factor", "2")
     assert await chosen(world, cpu_speed=1000, memory_mib=1536) == "h1"
 
@@ -79,8 +79,8 @@ async def test_states_clusters_tags_and_avoid(world: World):
     assert await chosen(world) == "h3"
     await world.set_host("h3", state="Disconnected")
     err = await refused(world)
-    assert "skf-cap-h1: resource state Maintenance; skf-cap-h2: resource state Disabled; " \
-        "skf-cap-h3: state Disconnected" in err.text
+    assert "caph1: resource state Maintenance; caph2: resource state Disabled; " \
+        "caph3: state Disconnected" in err.text
 
     await call(cs, "cancelHostMaintenance", id=hosts["h1"]["id"])
     await call(cs, "updateHost", id=hosts["h2"]["id"], allocationstate="Enable")
@@ -91,10 +91,10 @@ async def test_states_clusters_tags_and_avoid(world: World):
     assert await chosen(world, tags=["ssd"], avoid=[world.host_ids["h2"]]) == "h3"
     err = await refused(world, tags=["ssd", "gpu"], avoid=[world.host_ids["h2"]])
     assert err.text.endswith(
-        "with tags gpu,ssd (skf-cap-h1: lacks tag(s) gpu,ssd; skf-cap-h2: excluded by the "
-        "caller; skf-cap-h3: lacks tag(s) gpu)")
+        "with tags gpu,ssd (caph1: lacks tag(s) gpu,ssd; caph2: excluded by the "
+        "caller; caph3: lacks tag(s) gpu)")
     err = await refused(world, hypervisor="KVM")
-    assert "512 MiB on KVM (skf-cap-h1: hypervisor Netns;" in err.text
+    assert "512 MiB on KVM (caph1: hypervisor Netns;" in err.text
     assert await chosen(world, hypervisor="Netns") == "h1"
     err = await refused(world, cpu_number=CORES + 1)
     assert f"has {CORES} core(s)" in err.text
@@ -102,13 +102,13 @@ async def test_states_clusters_tags_and_avoid(world: World):
     assert f"cores run at {MHZ} MHz" in err.text
 
     await call(cs, "updateCluster", id=world.cluster["id"], allocationstate="Disabled")
-    assert "skf-cap-h1: cluster c1 is Disabled" in (await refused(world)).text
+    assert "caph1: cluster c1 is Disabled" in (await refused(world)).text
     await call(cs, "updateCluster", id=world.cluster["id"], allocationstate="Enabled")
     await call(cs, "updatePod", id=world.pod["id"], allocationstate="Disabled")
-    assert "skf-cap-h1: pod p1 is Disabled" in (await refused(world)).text
+    assert "caph1: pod p1 is Disabled" in (await refused(world)).text
     await call(cs, "updatePod", id=world.pod["id"], allocationstate="Enabled")
     await call(cs, "updateZone", id=world.zone["id"], allocationstate="Disabled")
-    assert "skf-cap-h1: zone z1 is Disabled" in (await refused(world)).text
+    assert "caph1: zone z1 is Disabled" in (await refused(world)).text
 
 
 async def test_a_zone_without_hosts(world: World):
