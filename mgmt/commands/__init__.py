@@ -12,6 +12,8 @@ from mgmt.commands import (  # noqa: F401
     firewall,
     infra,
     jobs,
+    lbpolicies,
+    loadbalancer,
     networks,
     projects,
     routers,

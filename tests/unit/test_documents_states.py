@@ -20,27 +20,55 @@ from mgmt.db.models.rules import (
 from mgmt.orchestration.documents import Inputs, build
 
 
-def inputs(*, ra_state="Running", user_state="Active", conn_state="Connected",
-           member_state="Active") -> Inputs:
+def inputs(
+    *, ra_state="Running", user_state="Active", conn_state="Connected", member_state="Active"
+) -> Inputs:
     ip = PublicIp(id=1, address="203.0.113.10", source_nat=True)
-    rule = FirewallRule(id=5, purpose="LoadBalancing", state="Active", ip_address_id=1,
-                        protocol="tcp", start_port=80, end_port=80, dest_start=8080,
-                        algorithm="roundrobin", lb_protocol="tcp")
-    gw = CustomerGateway(gateway="198.51.100.7", cidr_list="10.9.0.0/24", ipsec_psk="psk-1234",
-                         ike_policy="aes128-sha256;modp2048", esp_policy="aes128-sha256",
-                         ike_lifetime=86400, esp_lifetime=3600, dpd=False, force_encap=False,
-                         ike_version="ike", split_connections=False)
+    rule = FirewallRule(
+        id=5,
+        purpose="LoadBalancing",
+        state="Active",
+        ip_address_id=1,
+        protocol="tcp",
+        start_port=80,
+        end_port=80,
+        dest_start=8080,
+        algorithm="roundrobin",
+        lb_protocol="tcp",
+    )
+    gw = CustomerGateway(
+        gateway="198.51.100.7",
+        cidr_list="10.9.0.0/24",
+        ipsec_psk="psk-1234",
+        ike_policy="aes128-sha256;modp2048",
+        esp_policy="aes128-sha256",
+        ike_lifetime=86400,
+        esp_lifetime=3600,
+        dpd=False,
+        force_encap=False,
+        ike_version="ike",
+        split_connections=False,
+    )
     return Inputs(
-        router=Router(id=1), vm=VmInstance(name="r-1-VM"),
+        router=Router(id=1),
+        vm=VmInstance(name="r-1-VM"),
         nics=[Nic(traffic_type="Guest", device_id=0, mac="02:00:00:00:00:01")],
         network=Network(cidr="10.1.1.0/24", gateway="10.1.1.1", network_domain="c.internal"),
         zone=Zone(name="z1", dns1="203.0.113.1"),
         offering=NetworkOffering(egress_default_policy=True),
-        public_ips=[ip], public_range=None, instances=[], rules=[rule],
+        public_ips=[ip],
+        public_range=None,
+        instances=[],
+        rules=[rule],
         addresses={1: ip.address},
         members={5: [LbMember(id=9, rule_id=5, ip="10.1.1.11", state=member_state)]},
-        ra_vpn=RemoteAccessVpn(id=3, ip_address_id=1, ip_range="10.1.2.1-10.1.2.8",
-                               preshared_key="psk-abcdef", state=ra_state),
+        ra_vpn=RemoteAccessVpn(
+            id=3,
+            ip_address_id=1,
+            ip_range="10.1.2.1-10.1.2.8",
+            preshared_key="psk-abcdef",
+            state=ra_state,
+        ),
         vpn_users=[VpnUser(id=4, username="bob", password="secret-1", state=user_state)],
         s2s=[(VpnConnection(id=6, passive=False, state=conn_state), gw, "203.0.113.10")],
     )
