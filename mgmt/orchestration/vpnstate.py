@@ -56,7 +56,8 @@ def states_from(status: dict) -> dict[int, tuple[str, str | None]]:
     return out
 
 
-async def _router_status(orch, router_id: int) -> dict | None:
+async def router_status(orch, router_id: int) -> dict | None:
+    """The agent's live /v1/status body, or None if the router did not answer."""
     async with orch.db.sessions() as session:
         router = await session.get_one(Router, router_id)
         vm = await session.get_one(VmInstance, router.vm_id)
@@ -76,7 +77,7 @@ async def live_states(orch, network_id: int) -> dict[int, tuple[str, str | None]
     """What the network's routers say of its connections (empty if none answered)."""
     best: dict[int, tuple[str, str | None]] = {}
     for router_id in await sync.network_routers(orch, network_id):
-        status = await _router_status(orch, router_id)
+        status = await router_status(orch, router_id)
         if status is None:
             continue
         for conn_id, seen in states_from(status).items():
