@@ -85,6 +85,16 @@ async def test_load_balancer_spreads_sticks_and_follows_its_members(world):
     )
     spread = await until(lambda: _answers(c, url), lambda got: set(got) == {"web1", "web2"})
     assert set(spread) == {"web1", "web2"}, spread
+    # A member whose instance is destroyed leaves the rotation with it.
+    vm3 = await c.deploy(network, "web3")
+    await c.call("assignToLoadBalancerRule", id=lb["id"], virtualmachineids=vm3["id"])
+    three = await until(lambda: _answers(c, url), lambda got: len(set(got)) == 3)
+    assert set(three) == {"web1", "web2", "web3"}, three
+    assert await _haproxy_members(c, network) == [3]
+    await c.call("destroyVirtualMachine", id=vm3["id"], expunge="true")
+    assert await _haproxy_members(c, network) == [2]
+    spread = await until(lambda: _answers(c, url), lambda got: set(got) == {"web1", "web2"})
+    assert set(spread) == {"web1", "web2"}, spread
 
     await c.call(
         "createLBStickinessPolicy",
@@ -119,8 +129,8 @@ async def _states(c, network: dict) -> dict[str, str]:
     return {conn["id"]: conn["state"] for conn in listed.get("vpnconnection", [])}
 
 
-async def _strongswan(c, network: dict) -> dict:
-    """The network's router's view of its strongSwan connections (agent live status)."""
+async def _router_status(c, network: dict) -> dict:
+    """The network's router's agent live status (its services' own view)."""
     async with c.server.db.sessions() as session:
         router_id = await session.scalar(
             select(Router.id)
@@ -128,8 +138,18 @@ async def _strongswan(c, network: dict) -> dict:
             .join(Network, Network.id == Router.network_id)
             .where(Network.uuid == network["id"], Router.live(), VmInstance.live())
         )
-    status = await vpnstate.router_status(c.server.orchestrator, router_id)
-    return status["services"]["vpn"]["connections"]
+    return await vpnstate.router_status(c.server.orchestrator, router_id)
+
+
+async def _strongswan(c, network: dict) -> dict:
+    """The router's view of its strongSwan connections."""
+    return (await _router_status(c, network))["services"]["vpn"]["connections"]
+
+
+async def _haproxy_members(c, network: dict) -> list[int]:
+    """How many members each load balancer rule of the router's HAProxy has."""
+    rules = (await _router_status(c, network))["services"]["haproxy"].get("rules", {})
+    return sorted(len(rule["members"]) for rule in rules.values())
 
 
 async def _connection_id(c, uuid: str) -> int:
