@@ -6,10 +6,12 @@ network's public IPs, instances, rules, VPN) in a handful of queries;
 database, so it is tested on plain objects.
 
 Rule states decide what the document holds (see mgmt.db.models.rules): an
-``Active`` item is in; an ``Add`` item is in when ``include`` admits it (the
-job applying it), a ``Revoke`` item is out when ``include`` admits it (the job
-removing it) and still in otherwise. ``include=None`` admits every pending
-item. ``Inputs.pending`` lists the pending items the document settled, so the
+applied item (``Active``; a remote-access VPN ``Running``; a VPN connection
+``Connected``, ``Disconnected`` or ``Error``) is in; an ``Add`` item (``Added``,
+``Pending``) is in when ``include`` admits it (the job applying it), a
+``Revoke`` item is out when ``include`` admits it (the job removing it) and
+still in otherwise; a connection being reset (``Reset``) is out. ``include=None``
+admits every pending item. ``Inputs.pending`` lists the pending items the document settled, so the
 caller can mark them done once the router has applied it.
 """
 
@@ -51,15 +53,19 @@ def admits(include: Include, key: Key) -> bool:
     return include is None or include(key)
 
 
+#: States of an item waiting to be applied (CloudStack's names differ by table).
+ADDING = ("Add", "Added", "Pending")
+#: States of an item that is left out whatever the job (a connection being reset).
+HIDDEN = ("Reset",)
+
+
 def visible(state: str, key: Key, include: Include) -> bool:
     """Whether an item in ``state`` belongs in the document being built."""
-    if state == "Active":
-        return True
-    if state in ("Add", "Added"):
+    if state in ADDING:
         return admits(include, key)
     if state == "Revoke":
         return not admits(include, key)
-    return False
+    return state not in HIDDEN
 
 
 @dataclass
@@ -109,8 +115,12 @@ async def load(session: AsyncSession, router_id: int) -> Inputs:
     members: dict[int, list[LbMember]] = {}
     policies: dict[int, list[LbPolicy]] = {}
     if lb_ids:
-        for m in (await session.scalars(select(LbMember).where(
-                LbMember.rule_id.in_(lb_ids), LbMember.live()).order_by(LbMember.id))).all():
+        # Members whose instance is destroyed or expunged are out of rotation (and
+        # back when it is recovered), as the router serves only SERVED_STATES.
+        for m in (await session.scalars(select(LbMember).join(
+                VmInstance, VmInstance.id == LbMember.vm_id).where(
+                LbMember.rule_id.in_(lb_ids), LbMember.live(), VmInstance.live(),
+                VmInstance.state.in_(SERVED_STATES)).order_by(LbMember.id))).all():
             members.setdefault(m.rule_id, []).append(m)
         for p in (await session.scalars(select(LbPolicy).where(
                 LbPolicy.rule_id.in_(lb_ids), LbPolicy.live()).order_by(LbPolicy.id))).all():
@@ -161,7 +171,7 @@ def build(inp: Inputs, include: Include = None) -> dict[str, Any]:
     cidr = ipaddress.IPv4Network(net.cidr)
 
     def shown(state: str, key: Key) -> bool:
-        if state != "Active" and state in ("Add", "Added", "Revoke") and admits(include, key):
+        if (state in ADDING or state == "Revoke") and admits(include, key):
             inp.pending[key] = state
         return visible(state, key, include)
 
@@ -274,7 +284,7 @@ def _vpn(inp: Inputs, shown, resolvers: list[str]) -> dict[str, Any] | None:
         }
     site = []
     for conn, gw, local_ip in inp.s2s:
-        if not shown(conn.state if conn.state != "Pending" else "Add", ("s2s", conn.id)):
+        if not shown(conn.state, ("s2s", conn.id)):
             continue
         site.append({
             "id": f"s2s-{conn.id}", "local_gateway": local_ip, "peer_gateway": gw.gateway,

@@ -42,14 +42,16 @@ from mgmt.orchestration.hosts.driver import HostError
 
 log = logging.getLogger("skiff.orchestration")
 
-#: Item kind -> (table, state when applied). A revoked item's row is removed.
+#: Item kind -> (table, state when applied). A revoked item's row is removed. A VPN
+#: connection is Disconnected until its router says the tunnel is up
+#: (mgmt.orchestration.vpnstate).
 TABLES: dict[str, tuple[Any, str]] = {
     "rule": (FirewallRule, "Active"),
     "member": (LbMember, "Active"),
     "policy": (LbPolicy, "Active"),
     "vpnuser": (VpnUser, "Active"),
     "ravpn": (RemoteAccessVpn, "Running"),
-    "s2s": (VpnConnection, "Connected"),
+    "s2s": (VpnConnection, "Disconnected"),
 }
 ROUTER_ERROR = 530
 

@@ -12,22 +12,18 @@ leave the tunnel's SAs untouched, then remote access.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import socket
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import e2e_traffic
 import pytest
 import pytest_asyncio
+import roadwarrior
 
 from appliances.lab import netns
 from appliances.lab.lab import Lab
 from appliances.lab.testing import lab_skip_reason, running_lab
-from appliances.router.services.strongswan import BASE_PLUGINS
 
 pytestmark = [
     pytest.mark.lab,
@@ -168,149 +164,17 @@ async def test_weak_policy_is_refused(lab):
 
 # -- remote access --------------------------------------------------------------------
 
-CLIENT_CONF = """charon {{
-	load = {plugins}
-	install_virtual_ip = yes
-	install_routes = yes
-	port = 0
-	port_nat_t = 0
-	filelog {{
-		stderr {{
-			path = stderr
-			default = 1
-		}}
-	}}
-	plugins {{
-		vici {{
-			socket = unix://{socket}
-		}}
-	}}
-}}
-"""
-
-
-#: The router's own plugin set plus what a road-warrior client needs.
-CLIENT_PLUGINS = [
-    *BASE_PLUGINS,
-    "kernel-libipsec",
-    "kernel-netlink",
-    "socket-default",
-    "vici",
-    "eap-identity",
-    "eap-mschapv2",
-    "xauth-generic",
-]
-
-
-class Client:
-    """A road-warrior charon in the rw namespace (own /run, own STRONGSWAN_CONF)."""
-
-    def __init__(self, lab: Lab):
-        self.lab = lab
-        self.dir = lab.state_dir / "rw-charon"
-        self.socket = self.dir / "charon.vici"
-
-    async def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        conf = self.dir / "strongswan.conf"
-        conf.write_text(CLIENT_CONF.format(socket=self.socket, plugins=" ".join(CLIENT_PLUGINS)))
-        self.lab.spawn_in(
-            "rw",
-            "rw-charon",
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                sys.executable,
-                "-m",
-                "appliances.lab.nsinit",
-                "--tmpfs",
-                "/run",
-                "--",
-                "/usr/lib/ipsec/charon",
-            ],
-            env={"STRONGSWAN_CONF": str(conf)},
-        )
-        await until(lambda: asyncio.sleep(0, self.socket.exists()), bool, timeout=20)
-        assert self.socket.exists(), self.lab.log("rw-charon").read_text()
-
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
-        import vici
-
-        sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(30)
-        sock.connect(str(self.socket))
-        try:
-            return fn(vici.Session(sock))
-        finally:
-            sock.close()
-
-    async def connect(self, user: str) -> None:
-        conn = {
-            "version": "2",
-            "remote_addrs": [RA_IP],
-            "vips": ["0.0.0.0"],
-            "encap": "yes",
-            "local": {"auth": "eap-mschapv2", "eap_id": user},
-            "remote": {"auth": "psk", "id": RA_IP},
-            "children": {user: {"remote_ts": ["10.1.1.0/24"], "start_action": "none"}},
-        }
-
-        def load_and_initiate(s):
-            s.load_shared(
-                {"id": f"eap-{user}", "type": "EAP", "data": USERS[user], "owners": [user]}
-            )
-            s.load_shared({"id": "ike", "type": "IKE", "data": RA_PSK, "owners": [RA_IP]})
-            s.load_conn({user: conn})
-            for _ in s.initiate({"ike": user, "child": user, "timeout": "20000"}):
-                pass
-
-        await asyncio.to_thread(self._call, load_and_initiate)
-
-    async def connect_xauth(self, user: str) -> None:
-        """An IKEv1 client: main mode with the remote-access PSK, then XAuth."""
-        conn = {
-            "version": "1",
-            "remote_addrs": [RA_IP],
-            "vips": ["0.0.0.0"],
-            "encap": "yes",
-            "local-1": {"auth": "psk"},
-            "local-2": {"auth": "xauth", "xauth_id": user},
-            "remote-1": {"auth": "psk", "id": RA_IP},
-            "children": {user: {"remote_ts": ["10.1.1.0/24"], "start_action": "none"}},
-        }
-
-        def load_and_initiate(s):
-            s.load_shared(
-                {"id": f"xauth-{user}", "type": "XAUTH", "data": USERS[user], "owners": [user]}
-            )
-            s.load_shared({"id": "ike", "type": "IKE", "data": RA_PSK, "owners": [RA_IP]})
-            s.load_conn({user: conn})
-            for _ in s.initiate({"ike": user, "child": user, "timeout": "20000"}):
-                pass
-
-        await asyncio.to_thread(self._call, load_and_initiate)
-
-    async def disconnect(self, name: str) -> None:
-        def terminate(s):
-            for _ in s.terminate({"ike": name, "timeout": "10000"}):
-                pass
-
-        await asyncio.to_thread(self._call, terminate)
-
-    async def sas(self) -> dict[str, dict]:
-        def list_sas(s):
-            out = {}
-            for entry in s.list_sas():
-                for name, sa in entry.items():
-                    out[name] = {
-                        k: (v.decode() if isinstance(v, bytes) else v) for k, v in sa.items()
-                    }
-            return out
-
-        return await asyncio.to_thread(self._call, list_sas)
+def rw_client(lab: Lab) -> roadwarrior.Client:
+    """The road-warrior charon in the lab's rw namespace."""
+    return roadwarrior.Client(
+        lab.state_dir / "rw-charon",
+        lambda argv, env: lab.spawn_in("rw", "rw-charon", argv, env=dict(env)),
+        lab.log("rw-charon"),
+        server=RA_IP,
+        guest_cidr="10.1.1.0/24",
+        psk=RA_PSK,
+        passwords=USERS,
+    )
 
 
 def ra_section(users: list[str]) -> dict:
@@ -331,7 +195,7 @@ async def test_road_warrior(lab):
         router="router",
     )
     tunnel_before = (await vpn_status(lab))["connections"]["s2s-tunnel"]
-    client = Client(lab)
+    client = rw_client(lab)
     await client.start()
     await client.connect("alice")
     st = await until(
@@ -383,7 +247,7 @@ async def test_ikev1_xauth_client_with_the_remote_access_psk(lab):
         lab.derive("router", vpn={**vpn, "remote_access": ra_section(["bob", "carol"])}),
         router="router",
     )
-    client = Client(lab)
+    client = rw_client(lab)
     if not client.socket.exists():
         await client.start()
     if "bob" in await client.sas():

@@ -25,7 +25,15 @@ from mgmt.db.models import Account, User, Zone
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import PublicIp, VlanIpRange
 from mgmt.db.models.networks import Network
-from mgmt.db.models.rules import FirewallRule
+from mgmt.db.models.rules import (
+    CustomerGateway,
+    FirewallRule,
+    LbPolicy,
+    RemoteAccessVpn,
+    VpnConnection,
+    VpnGateway,
+    VpnUser,
+)
 
 #: Kinds that are not owned by an account (visible by design, or root-only).
 UNOWNED = {"zone", "pod", "cluster", "host", "physicalnetwork", "vlan", "ostype",
@@ -116,11 +124,38 @@ async def _owned_rows(server, account_uuid: str, network_uuid: str, zone_uuid: s
         rules = {kind: FirewallRule(purpose=kind, network_id=network.id, ip_address_id=ip.id,
                                     protocol="tcp", start_port=22, state="Active", **owner)
                  for kind in ("Firewall", "PortForwarding")}
+        rules["LoadBalancing"] = FirewallRule(
+            purpose="LoadBalancing", network_id=network.id, ip_address_id=ip.id,
+            protocol="tcp", start_port=80, dest_start=80, name="lb", algorithm="source",
+            state="Active", **owner)
         session.add_all([router, *rules.values()])
+        await session.flush()
+        policies = {kind: LbPolicy(rule_id=rules["LoadBalancing"].id, kind=kind,
+                                   method="SourceBased", state="Active")
+                    for kind in ("Stickiness", "HealthCheck")}
+        customer = CustomerGateway(name="cgw", gateway="198.51.100.7", cidr_list="10.9.0.0/24",
+                                   ipsec_psk="psk-1234", ike_policy="aes128-sha1;modp1536",
+                                   esp_policy="aes128-sha1", **owner)
+        gateway = VpnGateway(network_id=network.id, ip_address_id=ip.id, **owner)
+        vpn = RemoteAccessVpn(network_id=network.id, ip_address_id=ip.id,
+                              ip_range="10.1.2.1-10.1.2.8", preshared_key="psk-abcdef",
+                              state="Running", **owner)
+        user = VpnUser(username="vpnuser", password="secret-1", state="Active", **owner)
+        session.add_all([*policies.values(), customer, gateway, vpn, user])
+        await session.flush()
+        connection = VpnConnection(vpn_gateway_id=gateway.id, customer_gateway_id=customer.id,
+                                   state="Connected", **owner)
+        session.add(connection)
         await session.commit()
         return {"ipaddress": ip.uuid, "virtualmachine": vm.uuid, "router": rvm.uuid,
                 "firewallrule": rules["Firewall"].uuid,
-                "portforwardingrule": rules["PortForwarding"].uuid}
+                "portforwardingrule": rules["PortForwarding"].uuid,
+                "loadbalancer": rules["LoadBalancing"].uuid,
+                "lbstickinesspolicy": policies["Stickiness"].uuid,
+                "lbhealthcheckpolicy": policies["HealthCheck"].uuid,
+                "vpncustomergateway": customer.uuid, "vpngateway": gateway.uuid,
+                "vpnconnection": connection.uuid, "remoteaccessvpn": vpn.uuid,
+                "vpnuser": user.uuid}
 
 
 def _dummy(p) -> str:
