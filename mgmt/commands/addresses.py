@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
-from mgmt.commands.common import date, of_uuid, paged
+from mgmt.commands.common import date, of_uuid, paged, rows_by_id
 from mgmt.commands.rulebase import (
     LIVE_STATES,
     conflict,
@@ -26,19 +26,12 @@ from mgmt.orchestration import addresses, networks, sync
 
 
 async def ip_answers(session, ips: list[PublicIp]) -> list[dict]:
-    async def by_id(model, keys):
-        keys = {k for k in keys if k is not None}
-        if not keys:
-            return {}
-        return {r.id: r for r in (await session.scalars(select(model).where(
-            model.id.in_(keys)))).all()}
-
-    zones = await by_id(Zone, (i.zone_id for i in ips))
-    nets = await by_id(Network, (i.network_id for i in ips))
-    accounts = await by_id(Account, (i.account_id for i in ips))
-    vms = await by_id(VmInstance, (i.static_nat_vm_id for i in ips))
-    ranges = await by_id(VlanIpRange, (i.vlan_range_id for i in ips))
-    domains = await by_id(Domain, (a.domain_id for a in accounts.values()))
+    zones = await rows_by_id(session, Zone, (i.zone_id for i in ips))
+    nets = await rows_by_id(session, Network, (i.network_id for i in ips))
+    accounts = await rows_by_id(session, Account, (i.account_id for i in ips))
+    vms = await rows_by_id(session, VmInstance, (i.static_nat_vm_id for i in ips))
+    ranges = await rows_by_id(session, VlanIpRange, (i.vlan_range_id for i in ips))
+    domains = await rows_by_id(session, Domain, (a.domain_id for a in accounts.values()))
     out = []
     for ip in ips:
         account, net, vm = accounts.get(ip.account_id), nets.get(ip.network_id), \

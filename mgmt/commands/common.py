@@ -76,6 +76,15 @@ def new_id(args: dict[str, Any]) -> dict[str, str]:
     return {"uuid": args["new_id"]} if args.get("new_id") else {}
 
 
+async def rows_by_id(session: AsyncSession, model, ids) -> dict[int, Any]:
+    """{id: row} of ``model`` for the given ids (None ids ignored), in one query."""
+    keys = {k for k in ids if k is not None}
+    if not keys:
+        return {}
+    rows = await session.scalars(select(model).where(model.id.in_(keys)))
+    return {row.id: row for row in rows.all()}
+
+
 def of_uuid(column, model, uuid: str):
     """``column`` refers to the ``model`` row whose public id is ``uuid``."""
     return column.in_(select(model.id).where(model.uuid == uuid))

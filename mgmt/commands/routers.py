@@ -11,7 +11,7 @@ from appliances.agent.server import _version as agent_version  # noqa: PLC2701
 from mgmt.api.envelope import ListResult, ObjectResult
 from mgmt.api.errors import ApiError
 from mgmt.api.registry import ADMINS, PAGING, SCOPE, Param, command
-from mgmt.commands.common import date, not_found, of_uuid, paged
+from mgmt.commands.common import date, not_found, of_uuid, paged, rows_by_id
 from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.compute import Nic, Router, VmInstance
@@ -40,18 +40,11 @@ async def router_answers(session, rows: list[tuple[Router, VmInstance]]) -> list
                                       .order_by(Nic.device_id))).all():
         nics[nic.vm_id].append(nic)
 
-    async def by_id(model, keys):
-        keys = {k for k in keys if k is not None}
-        if not keys:
-            return {}
-        return {r.id: r for r in (await session.scalars(select(model).where(
-            model.id.in_(keys)))).all()}
-
-    networks = await by_id(Network, (r.network_id for r, _ in rows))
-    zones = await by_id(Zone, (vm.zone_id for _, vm in rows))
-    hosts = await by_id(Host, (vm.host_id for _, vm in rows))
-    accounts = await by_id(Account, (vm.account_id for _, vm in rows))
-    domains = await by_id(Domain, (vm.domain_id for _, vm in rows))
+    networks = await rows_by_id(session, Network, (r.network_id for r, _ in rows))
+    zones = await rows_by_id(session, Zone, (vm.zone_id for _, vm in rows))
+    hosts = await rows_by_id(session, Host, (vm.host_id for _, vm in rows))
+    accounts = await rows_by_id(session, Account, (vm.account_id for _, vm in rows))
+    domains = await rows_by_id(session, Domain, (vm.domain_id for _, vm in rows))
     out = []
     for router, vm in rows:
         by_type = {n.traffic_type: n for n in nics[vm.id]}

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
-from mgmt.commands.common import date, new_id, not_found, of_uuid, paged
+from mgmt.commands.common import date, new_id, not_found, of_uuid, paged, rows_by_id
 from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import NetworkOffering, ServiceOffering, Template
@@ -79,24 +79,18 @@ async def vm_answers(session, vms: list[VmInstance], admin: bool) -> list[dict]:
         return []
     ids = [v.id for v in vms]
 
-    async def by_id(model, keys):
-        keys = {k for k in keys if k is not None}
-        if not keys:
-            return {}
-        return {r.id: r for r in (await session.scalars(select(model).where(
-            model.id.in_(keys)))).all()}
-
     nics: dict[int, list[Nic]] = {i: [] for i in ids}
     for nic in (await session.scalars(select(Nic).where(Nic.vm_id.in_(ids), Nic.live())
                                       .order_by(Nic.device_id))).all():
         nics[nic.vm_id].append(nic)
-    networks = await by_id(Network, (n.network_id for ns in nics.values() for n in ns))
-    zones = await by_id(Zone, (v.zone_id for v in vms))
-    accounts = await by_id(Account, (v.account_id for v in vms))
-    domains = await by_id(Domain, (v.domain_id for v in vms))
-    offerings = await by_id(ServiceOffering, (v.service_offering_id for v in vms))
-    templates = await by_id(Template, (v.template_id for v in vms))
-    hosts = await by_id(Host, (v.host_id for v in vms))
+    networks = await rows_by_id(session, Network,
+                                (n.network_id for ns in nics.values() for n in ns))
+    zones = await rows_by_id(session, Zone, (v.zone_id for v in vms))
+    accounts = await rows_by_id(session, Account, (v.account_id for v in vms))
+    domains = await rows_by_id(session, Domain, (v.domain_id for v in vms))
+    offerings = await rows_by_id(session, ServiceOffering, (v.service_offering_id for v in vms))
+    templates = await rows_by_id(session, Template, (v.template_id for v in vms))
+    hosts = await rows_by_id(session, Host, (v.host_id for v in vms))
     out = []
     for vm in vms:
         zone, offering, template = zones.get(vm.zone_id), offerings.get(vm.service_offering_id), \
