@@ -59,8 +59,20 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     dialect: str
+    #: A small pool of its own for the short writes commands make while their own
+    #: session still holds a connection (events): they never wait for the main pool,
+    #: so many concurrent calls that each hold a connection cannot starve each other.
+    side_engine: AsyncEngine | None = None
+    side_sessions: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def side(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for writes nested in another session (never nest further in them)."""
+        return self.side_sessions or self.sessions
 
     async def close(self) -> None:
+        if self.side_engine is not None:
+            await self.side_engine.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:
@@ -81,7 +93,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _make_engine(url: str) -> AsyncEngine:
+def _make_engine(url: str, side: bool = False) -> AsyncEngine:
+    """The main engine, or (``side``) the small one of Database.side_sessions."""
     parsed = make_url(url)
     dialect = parsed.get_backend_name()
     if dialect == "sqlite":
@@ -89,10 +102,13 @@ def _make_engine(url: str) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Sessions wait for a connection rather than open a thread each (see
         # mgmt.db.sqlite_driver: reads go one at a time anyway).
-        engine = create_async_engine(url, pool_size=10, max_overflow=10)
+        engine = create_async_engine(url, pool_size=2 if side else 10,
+                                     max_overflow=3 if side else 10)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if dialect == "postgresql":
+        if side:
+            return create_async_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=3)
         return create_async_engine(url, pool_pre_ping=True)
     raise ValueError(f"unsupported database dialect {dialect!r}")
 
@@ -106,6 +122,9 @@ async def open_database(url: str, *, migrate: bool = True) -> Database:
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         dialect=engine.dialect.name,
     )
+    if make_url(url).database not in (None, "", ":memory:"):  # in memory: one database
+        db.side_engine = _make_engine(url, side=True)
+        db.side_sessions = async_sessionmaker(db.side_engine, expire_on_commit=False)
     if migrate:
         try:
             await upgrade_schema(engine)

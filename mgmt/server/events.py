@@ -24,7 +24,9 @@ class EventLog:
         caller = call.caller
         account_id = caller.account_id if caller else None
         domain_id = caller.domain_id if caller else None
-        async with self.db.sessions() as session:
+        # Commands record events inside their own sessions: a pool of its own, so
+        # waiting for a connection here can never wait on those sessions.
+        async with self.db.side() as session:
             # As in CloudStack, an event about an owned object is its owner's (an admin
             # creating a network for alice, or alice one in a project): they list it.
             # (A project's own account_id is its account, not its owner.)
