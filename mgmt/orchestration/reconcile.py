@@ -9,7 +9,11 @@ certificate naming that router). Then:
   again (drift: a restarted agent, a hand edit, a failed apply);
 - a router that misses ``router.check.failures`` checks in a row is dead: it
   is recreated on a healthy host (its old host avoided when there is another)
-  and reprogrammed, with events, and no one has to do anything;
+  and reprogrammed, with events, and no one has to do anything. A router its
+  host says it does not run (``HostDriver.running``, one listing per host and
+  pass) misses the check at once: a destroyed router's control address answers
+  nothing, so a look at it waits out the whole status timeout (3 s), twice
+  before the router counts as dead;
 - circuit breaker: when more than ``router.recreate.max.fraction`` of the
   running routers are dead at once, none is recreated. So many at once means
   the network or this server is the problem; recreating them all would make
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -83,14 +88,19 @@ class Reconciler:
         report = Report()
         await self._hosts()
         async with self.orch.db.sessions() as session:
-            running = list((await session.scalars(
-                select(Router.id).join(VmInstance, VmInstance.id == Router.vm_id)
+            rows = list((await session.execute(
+                select(Router.id, VmInstance.name, VmInstance.host_id)
+                .join(VmInstance, VmInstance.id == Router.vm_id)
                 .where(Router.live(), VmInstance.live(), VmInstance.state == "Running")
                 .order_by(Router.id))).all())
+        running = [row[0] for row in rows]
         self.failures = {k: v for k, v in self.failures.items() if k in running}
+        absent = await self._absent(rows)
         limit = asyncio.Semaphore(PARALLEL_LOOKS)
 
         async def look(router_id: int) -> tuple[int, health.Status]:
+            if router_id in absent:
+                return router_id, health.Status(False, error="not running on its host")
             async with limit:
                 return router_id, await health.look(self.orch, router_id)
 
@@ -151,6 +161,30 @@ class Reconciler:
                 if found.ok:
                     host.last_seen = utcnow()
             await session.commit()
+
+    async def _absent(self, rows) -> set[int]:
+        """Routers (id, name, host id) that their host's listing does not show. A host
+        that cannot list, or lists nothing at all (maybe a failed listing), decides
+        nothing: its routers are looked at as usual."""
+        by_host: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for router_id, name, host_id in rows:
+            if host_id is not None:
+                by_host[host_id].append((router_id, name))
+        out: set[int] = set()
+        for host_id, on_host in by_host.items():
+            async with self.orch.db.sessions() as session:
+                host = await session.get(Host, host_id)
+            if host is None:
+                continue
+            try:
+                present = await asyncio.wait_for(self.orch.driver(host).running(),
+                                                 health.STATUS_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - the looks decide instead
+                log.debug("listing host %s failed: %s", host.name, exc)
+                continue
+            if present:
+                out |= {router_id for router_id, name in on_host if name not in present}
+        return out
 
     async def _drifted(self, router_id: int, status: health.Status) -> bool:
         async with self.orch.db.sessions() as session:
