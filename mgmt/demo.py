@@ -20,14 +20,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cs.client import CloudStack, CloudStackApiException
+if TYPE_CHECKING:
+    from cs.client import CloudStack
 
-from appliances.lab.lab import Lab, LabError, check_root
-from mgmt.api.registry import REGISTRY
-from mgmt.client.zonebox import build_zone
-from mgmt.server.app import ManagementServer, Settings
+# The rest is imported when the demo runs: `skiff` imports this module to register the
+# subcommand, and every router's agent is a `skiff agent` process (the management
+# server's modules would cost each one about 0.6 s of CPU and 40 MiB).
 
 LAB = "lab"
 HOME = Path(os.environ.get("SKIFF_DEMO_HOME") or "/var/lib/skiff/demo")
@@ -57,6 +57,8 @@ def _say(text: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from appliances.lab.lab import LabError, check_root
+
     try:
         check_root()
     except LabError as exc:
@@ -81,6 +83,8 @@ def _running_pid() -> int | None:
 
 def down() -> int:
     """Stop a running demo (it cleans up after itself), then remove whatever is left."""
+    from appliances.lab.lab import Lab
+
     pid = _running_pid()
     if pid is not None and pid != os.getpid():
         _say(f"stopping the demo (pid {pid})")
@@ -95,6 +99,11 @@ def down() -> int:
 
 
 async def up(port: int) -> int:
+    from cs.client import CloudStack, CloudStackApiException
+
+    from appliances.lab.lab import Lab
+    from mgmt.server.app import ManagementServer, Settings
+
     if _running_pid() is not None:
         print(f"skiff demo: error: a demo is running already (pid {_running_pid()}); "
               "stop it with Ctrl-C there or with: make demo-down", file=sys.stderr)
@@ -157,6 +166,9 @@ def _step(text: str) -> None:
 
 
 def _build(api: CloudStack) -> dict[str, Any]:
+    from mgmt.api.registry import REGISTRY
+    from mgmt.client.zonebox import build_zone
+
     _step("registering this machine as a host and building the zone")
     zone = build_zone(api, LAB, say=lambda m: _say(f"    {m}"))
     _step("creating isolated network demo-net (10.1.1.0/24)")
