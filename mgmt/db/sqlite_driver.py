@@ -17,6 +17,7 @@ Registered as ``sqlite+skiff``; mgmt.db.engine uses it for every SQLite URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -82,6 +83,20 @@ class _Outcome:
         """Nothing to close: the thread closed the real cursor."""
 
 
+async def _to_the_end(future: asyncio.Future) -> Any:
+    """A read on the reader thread, awaited so that a cancelled caller still waits for
+    it to end before the cancellation goes on: until then the thread uses the
+    connection, and a connection closed under it (a cancelled task's session, at
+    shutdown) crashes the interpreter (SIGSEGV in sqlite3)."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        raise
+
+
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ()
     _awaitable_cursor_close = False  # close() is _Outcome.close: no hop
@@ -120,7 +135,8 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             elif dbapi.placement.inline(operation):
                 rows = read()
             else:
-                rows = await asyncio.get_running_loop().run_in_executor(dbapi.readers, read)
+                rows = await _to_the_end(
+                    asyncio.get_running_loop().run_in_executor(dbapi.readers, read))
         if rows is not None:
             self._rows.extend(rows)
 
