@@ -71,8 +71,12 @@ class Orchestrator:
             self.reconciler.start()
 
     async def close(self) -> None:
-        for task in list(self.background):
+        tasks = list(self.background)
+        for task in tasks:
             task.cancel()
+        # Let them unwind (a pass may be inside a database session) before the server
+        # closes the database under them: a session cut off there never finishes.
+        await asyncio.gather(*tasks, return_exceptions=True)
         for driver in self._drivers.values():
             try:
                 await driver.close()
