@@ -190,7 +190,7 @@ class Reconciler:
         async with self.orch.db.sessions() as session:
             router = await session.get_one(Router, router_id)
             expected = (router.applied_generation, router.applied_hash)
-        if router.applied_hash is None:
+        if router.applied_hash is None and router.last_error is None:
             return False  # its start has not pushed the first document yet: not drift
         if (status.generation, status.document_hash) == expected and status.converged:
             return False
