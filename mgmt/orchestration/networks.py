@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
+from mgmt.db.models.rules import (
+    FirewallRule,
+    LbMember,
+    LbPolicy,
+    RemoteAccessVpn,
+    VpnConnection,
+    VpnGateway,
+)
+from mgmt.db.types import utcnow
 from mgmt.orchestration import addresses, routers
 from mgmt.orchestration.placement import vni_of
 
@@ -106,5 +115,25 @@ async def shutdown(orch, network_id: int) -> None:
             PublicIp.network_id == network_id, PublicIp.live()))).all())
     for router, _vm in existing:
         await routers.destroy(orch, router.id)
+    await _remove_services(orch, network_id)
     for ip_id in ips:
         await addresses.release(orch.db, ip_id)
+
+
+async def _remove_services(orch, network_id: int) -> None:
+    """Soft-delete what the network's routers carried: rules (with LB members and
+    policies) and its VPN ends, so no listing shows them after the network is gone."""
+    now = utcnow()
+    async with orch.db.sessions() as session, session.begin():
+        rules = select(FirewallRule.id).where(FirewallRule.network_id == network_id)
+        gateways = select(VpnGateway.id).where(VpnGateway.network_id == network_id)
+        for table, where in (
+            (LbMember, LbMember.rule_id.in_(rules)),
+            (LbPolicy, LbPolicy.rule_id.in_(rules)),
+            (FirewallRule, FirewallRule.network_id == network_id),
+            (VpnConnection, VpnConnection.vpn_gateway_id.in_(gateways)),
+            (VpnGateway, VpnGateway.network_id == network_id),
+            (RemoteAccessVpn, RemoteAccessVpn.network_id == network_id),
+        ):
+            await session.execute(update(table).where(where, table.removed.is_(None))
+                                  .values(removed=now))

@@ -3,56 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from orchestration_rows import routers_in_a_zone
 from sqlalchemy import select
 
-from mgmt.db.bootstrap import bootstrap
-from mgmt.db.models import Account, Event, Zone
-from mgmt.db.models.catalog import NetworkOffering
-from mgmt.db.models.compute import Router, VmInstance
-from mgmt.db.models.networks import Network
+from mgmt.db.models import Event
 from mgmt.orchestration import health, reconcile
 from mgmt.orchestration.orchestrator import Orchestrator
 
 
 @pytest.fixture
 async def three_routers(db, tmp_path):
-    await bootstrap(db, tmp_path)
-    async with db.sessions() as session:
-        account = await session.scalar(select(Account.id).limit(1))
-        offering = await session.scalar(select(NetworkOffering.id).limit(1))
-        zone = Zone(name="z")
-        session.add(zone)
-        await session.flush()
-        ids = []
-        for k in range(3):
-            net = Network(
-                name=f"n{k}",
-                display_text="n",
-                zone_id=zone.id,
-                network_offering_id=offering,
-                account_id=account,
-                domain_id=1,
-                cidr="10.1.1.0/24",
-                gateway="10.1.1.1",
-                netmask="255.255.255.0",
-            )
-            vm = VmInstance(
-                name=f"r-{k}-VM",
-                type="DomainRouter",
-                state="Running",
-                account_id=account,
-                domain_id=1,
-                zone_id=zone.id,
-            )
-            session.add_all([net, vm])
-            await session.flush()
-            router = Router(vm_id=vm.id, network_id=net.id)
-            session.add(router)
-            await session.flush()
-            ids.append(router.id)
-        await session.commit()
-    orch = Orchestrator(db, tmp_path, "test-server")
-    yield orch, ids
+    rows = await routers_in_a_zone(db, tmp_path, 3)
+    yield Orchestrator(db, tmp_path, "test-server"), rows.router_ids
 
 
 def _silent(monkeypatch, dead: set[int], recreated: list[int]):

@@ -5,14 +5,8 @@ status timeout); a host whose listing fails or is empty decides nothing."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from orchestration_rows import routers_in_a_zone
 
-from mgmt.db.bootstrap import bootstrap
-from mgmt.db.models import Account, Zone
-from mgmt.db.models.catalog import NetworkOffering
-from mgmt.db.models.compute import Router, VmInstance
-from mgmt.db.models.infra import Cluster, Host, Pod
-from mgmt.db.models.networks import Network
 from mgmt.orchestration import health, reconcile
 from mgmt.orchestration.hosts.driver import HostHealth
 from mgmt.orchestration.orchestrator import Orchestrator
@@ -35,62 +29,8 @@ class ListingHost:
 
 @pytest.fixture
 async def two_on_a_host(db, tmp_path):
-    await bootstrap(db, tmp_path)
-    async with db.sessions() as session:
-        account = await session.scalar(select(Account.id).limit(1))
-        offering = await session.scalar(select(NetworkOffering.id).limit(1))
-        zone = Zone(name="z")
-        session.add(zone)
-        await session.flush()
-        pod = Pod(name="p", zone_id=zone.id, gateway="172.31.0.1", netmask="255.255.255.0")
-        session.add(pod)
-        await session.flush()
-        cluster = Cluster(name="c", zone_id=zone.id, pod_id=pod.id, hypervisor="Netns")
-        session.add(cluster)
-        await session.flush()
-        host = Host(
-            name="h",
-            zone_id=zone.id,
-            pod_id=pod.id,
-            cluster_id=cluster.id,
-            url="netns://h",
-            hypervisor="Netns",
-            ip_address="127.0.0.1",
-        )
-        session.add(host)
-        await session.flush()
-        ids = []
-        for k in range(2):
-            net = Network(
-                name=f"n{k}",
-                display_text="n",
-                zone_id=zone.id,
-                network_offering_id=offering,
-                account_id=account,
-                domain_id=1,
-                cidr="10.1.1.0/24",
-                gateway="10.1.1.1",
-                netmask="255.255.255.0",
-            )
-            vm = VmInstance(
-                name=f"r-{k}-VM",
-                type="DomainRouter",
-                state="Running",
-                account_id=account,
-                domain_id=1,
-                zone_id=zone.id,
-                host_id=host.id,
-            )
-            session.add_all([net, vm])
-            await session.flush()
-            router = Router(vm_id=vm.id, network_id=net.id)
-            session.add(router)
-            await session.flush()
-            ids.append(router.id)
-        await session.commit()
-        host_id = host.id
-    orch = Orchestrator(db, tmp_path, "test-server")
-    yield orch, host_id, ids
+    rows = await routers_in_a_zone(db, tmp_path, 2, on_a_host=True)
+    yield Orchestrator(db, tmp_path, "test-server"), rows.host_id, rows.router_ids
 
 
 def _answering(monkeypatch, looked: list[int]):
