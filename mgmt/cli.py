@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from appliances.agent import boot as boot_cli
 from appliances.agent import cli as agent_cli
+from appliances.image import cli as image_cli
 from appliances.lab import cli as lab_cli
 from appliances.router import cli as router_cli
 from mgmt import demo as demo_cli
@@ -21,11 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     agent_cli.register(sub)
+    boot_cli.register(sub)
     router_cli.register(sub)
     lab_cli.register(sub)
     mgmt_cli.register(sub)
     api_cli.register(sub)
     demo_cli.register(sub)
+    image_cli.register(sub)
     return parser
 
 

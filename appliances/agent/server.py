@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from appliances.agent.bootfw import BootFirewall
 from appliances.agent.gcpolicy import GcPolicy
 from appliances.agent.pipeline import Applier, GenerationConflict
 from appliances.agent.service import AgentContext
@@ -30,6 +31,7 @@ MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 APPLIER = web.AppKey("applier", Applier)
 GC = web.AppKey("gc", GcPolicy)
 INFO = web.AppKey("info", dict)
+BOOT_FIREWALL = web.AppKey("boot_firewall", BootFirewall)
 
 
 def _version() -> str:
@@ -107,6 +109,7 @@ async def _put_config(request: web.Request) -> web.Response:
         )
     if outcome.changed:
         request.app[GC].after_apply(release=applier.release_retired)
+    await request.app[BOOT_FIREWALL].release()
     done = time.perf_counter()
     return _json(
         {
@@ -127,10 +130,12 @@ async def schema(request: web.Request) -> web.Response:
     return _json(request.app[APPLIER].role.model.model_json_schema())
 
 
-def build_app(applier: Applier, info: dict) -> web.Application:
+def build_app(applier: Applier, info: dict,
+              boot_firewall: BootFirewall | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
     app[APPLIER] = applier
     app[INFO] = info
+    app[BOOT_FIREWALL] = boot_firewall or BootFirewall(enabled=False)
     app[GC] = GcPolicy()
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/status", status)
@@ -156,11 +161,18 @@ async def serve(args: argparse.Namespace) -> None:
         "version": _version(),
         "started": time.monotonic(),
     }
+    boot_status = getattr(args, "boot_status", None)
+    if boot_status is not None:
+        with contextlib.suppress(OSError, ValueError):
+            info["boot"] = json.loads(Path(boot_status).read_text())
+    boot_firewall = BootFirewall(enabled=getattr(args, "boot_firewall", False))
     for service in services:
         await service.start()
     await applier.restore()
+    if applier.generation is not None and applier.converged:
+        await boot_firewall.release()
 
-    runner = web.AppRunner(build_app(applier, info), access_log=None)
+    runner = web.AppRunner(build_app(applier, info, boot_firewall), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.listen, args.port, ssl_context=ssl_ctx)
     await site.start()

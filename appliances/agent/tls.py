@@ -27,8 +27,13 @@ def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
 
 
 def certificate_names(cert: Path) -> set[str]:
-    """DNS names (SAN) and the common name of a PEM certificate."""
-    certificate = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    """DNS names (SAN) and the common name of a PEM certificate file."""
+    return pem_names(Path(cert).read_bytes())
+
+
+def pem_names(pem: bytes) -> set[str]:
+    """DNS names (SAN) and the common name of PEM certificate text."""
+    certificate = x509.load_pem_x509_certificate(pem)
     names = {
         attr.value for attr in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     }
