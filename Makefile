@@ -10,12 +10,15 @@ B ?=
 # Debian packages the appliances and the test suite run for real.
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
-	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux
+	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux dosfstools mtools
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
-	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter
+	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter mkfs.vfat mcopy
+# What building the system-VM image needs on top (make image, the image tests).
+IMAGE_DEB_PACKAGES := mmdebstrap qemu-utils syslinux syslinux-common mtools dosfstools fdisk zstd e2fsprogs
+IMAGE_COMMANDS := mmdebstrap qemu-img syslinux /usr/lib/syslinux/mbr/mbr.bin mcopy mkfs.vfat sfdisk zstd mkfs.ext4
 
-.PHONY: help deps venv lint test test-fast bench demo demo-down demo-router docs clean
+.PHONY: help deps image-deps venv lint test test-fast bench demo demo-down demo-router docs image clean
 
 help:
 	@echo "make demo        management server + a zone on this machine: network, instances, rules (Ctrl-C ends)"
@@ -25,12 +28,20 @@ help:
 	@echo "make test-fast   unit, golden and property tests only (no namespaces)"
 	@echo "make bench       run every benchmark; make bench B=vr_apply runs one"
 	@echo "make docs        API documentation, a page per command, in docs/api/"
+	@echo "make image       the system-VM image: build/out/ (rootfs .tar.zst, qcow2, manifest)"
 	@echo "make lint        ruff"
 	@echo "make clean       remove the venv and caches"
 
 deps:
-	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || \
-		[ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	@$(MAKE) --no-print-directory _apt PKGS="$(DEB_PACKAGES)" CMDS="$(DEB_COMMANDS)"
+
+image-deps:
+	@$(MAKE) --no-print-directory _apt PKGS="$(IMAGE_DEB_PACKAGES)" CMDS="$(IMAGE_COMMANDS)"
+
+# Installs PKGS unless every command (or file) in CMDS is already there.
+_apt:
+	@missing=""; for c in $(CMDS); do command -v $$c >/dev/null 2>&1 || \
+		[ -x /usr/sbin/$$c ] || [ -f "$$c" ] || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; run make as root to install them" >&2; exit 1; fi; \
 		echo "==> installing Debian packages (missing:$$missing)"; \
@@ -38,7 +49,7 @@ deps:
 		if [ ! -x /usr/sbin/sshd ]; then mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run; fi; \
 		policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
 			printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy; fi; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(PKGS) >/dev/null; \
 		rc=$$?; [ -z "$$policy" ] || rm -f $$policy; [ $$rc = 0 ] || exit $$rc; \
 	fi
 
@@ -66,6 +77,9 @@ bench: deps venv
 
 docs: venv
 	$(PY) -m mgmt.api.docs --out docs/api
+
+image: deps image-deps venv
+	$(VENV)/bin/skiff image build
 
 demo: deps venv
 	$(VENV)/bin/skiff demo

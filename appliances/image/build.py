@@ -238,9 +238,11 @@ def _rootfs(b: _Build) -> None:
         f"printf 'MODULES={r.initramfs.modules}\\nCOMPRESS={r.initramfs.compress}\\n' "
         '> "$1/etc/initramfs-tools/conf.d/skiff"\n'))
     venv = r.python.venv
+    # A clean environment: the builder's PIP_* settings must not reach the image's pip.
+    clean = f"env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SOURCE_DATE_EPOCH={b.epoch} LC_ALL=C.UTF-8"
     python = _hook(b, "python", (
-        f'chroot "$1" python3 -m venv {venv}\n'
-        f'chroot "$1" {venv}/bin/pip install --quiet --no-index --no-cache-dir '
+        f'chroot "$1" {clean} python3 -m venv {venv}\n'
+        f'chroot "$1" {clean} {venv}/bin/pip install --quiet --no-index --no-cache-dir '
         "--disable-pip-version-check --root-user-action=ignore "
         "--find-links /tmp/wheels skiff\n"
         'rm -rf "$1/tmp/wheels"\n'))
