@@ -91,7 +91,12 @@ def get(link: LabLink, url: str, ca: Path | None = None, cert: Path | None = Non
     res = subprocess.run(["ip", "netns", "exec", link.peer_ns, "curl", "-s", "-m", "2",
                           "-w", "\n%{http_code}", *tls, url], capture_output=True, text=True,
                          check=False)
-    body, _, code = res.stdout.rpartition("\n")
+    return parse_curl(res.stdout)
+
+
+def parse_curl(output: str) -> tuple[int, dict]:
+    """curl -w '\\n%{http_code}' output -> (status, JSON body); status 0: no answer."""
+    body, _, code = output.rpartition("\n")
     try:
         data = json.loads(body) if body.strip() else {}
     except ValueError:

@@ -3,10 +3,12 @@ agent answering from the root file system in lab namespaces."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
 import secrets
+import socket
 import subprocess
 from pathlib import Path
 
@@ -14,13 +16,14 @@ import pytest
 from cryptography import x509
 
 from appliances.common import certs
-from appliances.image import labrun
+from appliances.image import labrun, qemurun
 from appliances.image.manifest import sha256_file, verify
 from appliances.image.recipe import load
 from mgmt.orchestration import bootconfig as writer
 from mgmt.orchestration.hosts.driver import ApplianceCerts, NicPlan, RouterPlan
 
-pytestmark = [pytest.mark.image, pytest.mark.slow]
+#: The first test builds the image (its session fixture): minutes, not the default 300 s.
+pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_manifest_matches_the_recipe(built_image):
@@ -82,11 +85,11 @@ def test_qcow2_is_a_compressed_bootable_disk(built_image):
                    capture_output=True)
 
 
-def _pki(name: str):
+def _pki(name: str, address: str = "169.254.77.2"):
     year = datetime.timedelta(days=365)
     ca_key, ca_cert = certs.make_ca("image test CA", year)
     key, cert = certs.issue(name, ca_cert, ca_key, certs.SERVER,
-                            certs.server_sans(name, "169.254.77.2"), year)
+                            certs.server_sans(name, address), year)
     ckey, ccert = certs.issue("mgmt", ca_cert, ca_key, certs.CLIENT,
                               [x509.DNSName("mgmt")], year)
     return (ApplianceCerts(certs.cert_pem(ca_cert).decode(), certs.cert_pem(cert).decode(),
@@ -102,10 +105,7 @@ def test_agent_from_the_rootfs_answers_in_a_lab_namespace(unpacked_rootfs, tmp_p
                       control_ip=ipaddress.IPv4Interface("169.254.77.2/24"), certs=appliance)
     config = writer.boot_config(plan, management_address="169.254.77.1")
     writer.write_directory(plan, config, unpacked_rootfs / labrun.BOOT_DIR_IN_IMAGE.lstrip("/"))
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "c.pem", "key": tmp_path / "c.key"}
-    files["ca"].write_text(appliance.ca)
-    files["cert"].write_bytes(client_cert)
-    files["key"].write_bytes(client_key)
+    files = _client_files(tmp_path, appliance, client_cert, client_key)
     lab = "i" + secrets.token_hex(2)
     link = labrun.create(lab, "eth1", "169.254.77.1/24")
     proc = None
@@ -137,3 +137,40 @@ def _agent_pid(link: labrun.LabLink) -> int:
         if b"skiff" in cmd and b"boot" in cmd:
             return int(pid)
     raise AssertionError("no agent process in the namespace")
+
+
+def _client_files(tmp_path: Path, appliance: ApplianceCerts, cert: bytes, key: bytes) -> dict:
+    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "c.pem", "key": tmp_path / "c.key"}
+    files["ca"].write_text(appliance.ca)
+    files["cert"].write_bytes(cert)
+    files["key"].write_bytes(key)
+    return files
+
+
+@pytest.mark.skipif(not qemurun.available(), reason="qemu-system-x86_64 missing: make image-deps")
+def test_qcow2_boots_under_qemu_and_its_agent_answers(built_image, tmp_path):
+    """SYSLINUX, the kernel, systemd, skiff boot from the config drive, the agent: the
+    whole chain, reached over mutual TLS through qemu's forwarded port."""
+    if built_image.qcow2 is None:
+        pytest.skip("built without a qcow2")
+    name = "r-78-VM"
+    appliance, client_cert, client_key = _pki(name, str(qemurun.CONTROL.ip))
+    plan = RouterPlan(name=name, nics=(NicPlan("eth0", "52:54:00:01:03:02", "control"),),
+                      control_ip=qemurun.CONTROL, certs=appliance)
+    config = writer.boot_config(plan, management_address=qemurun.HOST)
+    drive = asyncio.run(writer.write_drive(plan, config, tmp_path / "boot.img"))
+    files = _client_files(tmp_path, appliance, client_cert, client_key)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serial = tmp_path / "serial.log"
+    proc = qemurun.start(built_image.qcow2, drive, serial, port)
+    try:
+        code, body = qemurun.wait_ready(name, port, proc, timeout=900, **files)
+        assert code == 200, serial.read_text(errors="replace")[-4000:]
+        assert body == {"status": "ok"}
+        code, status = qemurun.get(name, port, "/v1/status", **files)
+        assert status["boot"]["ok"] is True
+        assert status["boot"]["source"].startswith("drive:SKIFFBOOT")
+    finally:
+        qemurun.stop(proc)
