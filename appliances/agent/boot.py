@@ -37,11 +37,18 @@ DEFAULT_PORT = 8443
 SSH_PORT = 22
 
 
+DESCRIPTION = ("The system VM's first program. Without --run it only sets up (interface, "
+               "firewall, files) and exits; --check only validates.")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "boot", help="read the boot configuration, set the appliance up, run the agent",
-        description="The system VM's first program. Without --run it only sets up "
-        "(interface, firewall, files) and exits; --check only validates.")
+        description=DESCRIPTION)
+    _arguments(p)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="drive:LABEL, dir:/path or json:... "
                    f"(default: {CMDLINE_KEY}= on the kernel command line, else {DEFAULT_SOURCE})")
     p.add_argument("--cmdline", type=Path, default=Path("/proc/cmdline"),
@@ -57,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drive-wait", type=float, default=15.0,
                    help="seconds to wait for the boot drive to appear (default 15)")
     p.set_defaults(func=main)
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """``python -m appliances.agent.boot``: what the image's unit runs. The same as
+    ``skiff boot`` without importing every other subcommand (a faster start)."""
+    parser = argparse.ArgumentParser(prog="skiff boot", description=DESCRIPTION)
+    _arguments(parser)
+    return main(parser.parse_args(argv))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -274,3 +289,7 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
     os.chmod(tmp, mode)
     tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(entry())

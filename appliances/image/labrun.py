@@ -23,7 +23,7 @@ from pathlib import Path
 from appliances.lab.names import NAME_RE
 
 BOOT_DIR_IN_IMAGE = "/var/lib/skiff/boot"
-SKIFF_IN_IMAGE = "/opt/skiff/bin/skiff"
+PYTHON_IN_IMAGE = "/opt/skiff/bin/python"
 
 
 def unpack(archive: Path, target: Path) -> Path:
@@ -73,12 +73,13 @@ def create(lab: str, device: str, peer_address: str) -> LabLink:
 
 def start(link: LabLink, rootfs: Path, log: Path, source: str = f"dir:{BOOT_DIR_IN_IMAGE}",
           env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``skiff boot --run --lab`` from the image, in the appliance's namespaces."""
+    """``skiff boot --run --lab`` (as the image's unit runs it) from the image, in the
+    appliance's namespaces."""
     argv = ["ip", "netns", "exec", link.ns, "unshare", "--mount", "--propagation", "private",
             f"--root={rootfs}", "--mount-proc", "--",
             "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LC_ALL=C.UTF-8", *(f"{k}={v}" for k, v in (env or {}).items()),
-            SKIFF_IN_IMAGE, "boot", "--run", "--lab", "--source", source]
+            PYTHON_IN_IMAGE, "-m", "appliances.agent.boot", "--run", "--lab", "--source", source]
     with log.open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
