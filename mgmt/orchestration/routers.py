@@ -111,6 +111,7 @@ async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> No
             await session.commit()
             raise ApiError(530, f"host {host.name} cannot run routers: {exc}") from exc
         async with orch.host_lock(host.id):
+            await allocator.lock_host(session, host.id)  # other servers' choices too
             control_ip = await free_control_ip(session, host.id, driver.control_network)
             router.control_ip = control_ip
             await session.commit()
