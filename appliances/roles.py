@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliances.console.role import ConsoleRole
 from appliances.router.role import RouterRole
 
-ROLES = {"router": RouterRole}
+ROLES = {"router": RouterRole, "console": ConsoleRole}

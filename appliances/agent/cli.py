@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the appliance API over HTTPS with mutual TLS and converge the "
         "appliance to the last document it was given.",
     )
-    p.add_argument("--role", choices=["router"], default="router", help="appliance role")
+    p.add_argument("--role", choices=["router", "console"], default="router", help="appliance role")
     p.add_argument(
         "--id",
         required=True,
