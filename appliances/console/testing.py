@@ -420,6 +420,12 @@ class X11Vnc:
                     proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def set_colour(self, colour: str) -> None:
+        """Paint the root window anew (x11vnc sees the change and sends it)."""
+        env = {**os.environ, "DISPLAY": self.display}
+        subprocess.run(["xsetroot", "-solid", colour], env=env, check=True, capture_output=True)
+        self.colour = colour
+
     def colour_rgb(self) -> tuple[int, int, int]:
         text = self.colour.lstrip("#")
         return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
