@@ -40,6 +40,22 @@ class Listen(_Model):
     port: Port = 8080
 
 
+class Tls(_Model):
+    """HTTPS and WSS on the public side (the browser sends the token over it)."""
+
+    certificate: str = Field(
+        max_length=65_536,
+        pattern=r"-----BEGIN CERTIFICATE-----",
+        description="PEM: the server certificate, then any intermediates",
+    )
+    key: str = Field(
+        repr=False,
+        max_length=65_536,
+        pattern=r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+        description="PEM: the certificate's private key (unencrypted)",
+    )
+
+
 class ConsoleDocument(_Model):
     """Everything one console proxy must be. Replaces the previous document whole."""
 
@@ -54,6 +70,7 @@ class ConsoleDocument(_Model):
         "with it may still be in flight (rotation)",
     )
     listen: Listen = Field(default_factory=Listen)
+    tls: Tls | None = None
     idle_timeout_s: int = Field(
         default=300,
         ge=1,
@@ -85,6 +102,7 @@ class ConsoleParser:
 
 def _without_secret(error: FieldError) -> FieldError:
     """Errors quote the offending input; a near-miss key must not end up in a log."""
-    if error.loc.startswith("token_keys.") and " (got " in error.msg:
+    secret = error.loc.startswith("token_keys.") or error.loc == "tls.key"
+    if secret and " (got " in error.msg:
         return FieldError(error.loc, error.msg.split(" (got ", 1)[0])
     return error

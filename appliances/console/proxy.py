@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,25 +130,27 @@ class ConsoleProxy:
             return self._refuse(
                 request, "refused_reused", 403, "token already used", grant.instance_id
             )
-        await ws.prepare(request)
-        loop = asyncio.get_running_loop()
         session = Session(
             session_id=grant.session_id,
             instance_id=grant.instance_id,
             client=request.remote or "?",
             target=f"{grant.host}:{grant.port}",
-            started_mono=loop.time(),
+            started_mono=time.monotonic(),
         )
+        # Counted from here, so handshakes in flight count against the limit too.
         self.sessions[grant.nonce] = session
         self._sockets[grant.nonce] = ws
-        self.counters["accepted"] += 1
-        self._event(f"session {session.session_id} for {session.instance_id} from {session.client}")
         try:
+            await ws.prepare(request)
+            self.counters["accepted"] += 1
+            self._event(
+                f"session {session.session_id} for {session.instance_id} from {session.client}"
+            )
             await self._serve(ws, session, grant, settings)
         finally:
             self.sessions.pop(grant.nonce, None)
             self._sockets.pop(grant.nonce, None)
-            if not ws.closed:
+            if ws.prepared and not ws.closed:
                 await ws.close()
         return ws
 
@@ -220,13 +223,12 @@ class ConsoleProxy:
         send: Callable,
     ) -> str:
         """Copy both ways until one side ends or the session idles; says which."""
-        loop = asyncio.get_running_loop()
 
         async def from_viewer() -> str:
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY:
                     return "viewer"  # websockify's base64 text mode is not offered
-                session.last_activity = loop.time()
+                session.last_activity = time.monotonic()
                 session.bytes_from_viewer += len(msg.data)
                 up_w.write(msg.data)
                 await up_w.drain()
@@ -234,7 +236,7 @@ class ConsoleProxy:
 
         async def to_viewer() -> str:
             while data := await up_r.read(READ_CHUNK):
-                session.last_activity = loop.time()
+                session.last_activity = time.monotonic()
                 await send(data)
             return "server"
 
@@ -242,7 +244,7 @@ class ConsoleProxy:
             while True:
                 settings = self.settings  # a new document applies to running sessions
                 timeout = settings.idle_timeout_s if settings else 0
-                remaining = session.last_activity + timeout - loop.time()
+                remaining = session.last_activity + timeout - time.monotonic()
                 if remaining <= 0:
                     return "idle"
                 await asyncio.sleep(remaining)
@@ -274,7 +276,7 @@ class ConsoleProxy:
         return str(meta.get("version"))
 
     def status(self) -> dict:
-        now = asyncio.get_event_loop().time()
+        now = time.monotonic()
         return {
             "activeviewersessions": len(self.sessions),
             "sessions": [s.as_status(now) for s in self.sessions.values()],

@@ -4,13 +4,16 @@ tokens, the RFB handshake on the viewer's behalf, idle timeout, limits, status."
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ssl
 
 import aiohttp
 import pytest
 
 from appliances.agent.service import AgentContext
+from appliances.common import certs
 from appliances.common import console_token as ct
-from appliances.common.errors import DocumentError
+from appliances.common.errors import ApplyError, DocumentError
 from appliances.console.document import ConsoleParser
 from appliances.console.proxy import CLOSE_IDLE, CLOSE_UPSTREAM
 from appliances.console.service import ConsoleProxyService
@@ -250,6 +253,52 @@ async def test_the_page_is_served_with_a_strict_policy(proxy):
             assert resp.status == 200 and "javascript" in resp.content_type
         async with session.get(f"http://{proxy.listening()}/static/../document.py") as resp:
             assert resp.status in (403, 404)
+
+
+def _server_pem(name: str = "console.lab") -> tuple[str, str, str]:
+    """CA certificate, server certificate and key (PEM) for 127.0.0.1 and ``name``."""
+    day = datetime.timedelta(days=1)
+    ca_key, ca_cert = certs.make_ca("console test CA", day)
+    key, cert = certs.issue(
+        name, ca_cert, ca_key, certs.SERVER, certs.server_sans(name, "127.0.0.1"), day
+    )
+    return (
+        certs.cert_pem(ca_cert).decode(),
+        certs.cert_pem(cert).decode(),
+        certs.key_pem(key).decode(),
+    )
+
+
+async def test_tls_on_the_public_side(proxy, vnc, key):
+    ca, cert, private = _server_pem()
+    assert await apply(proxy, document([key], 2, tls={"certificate": cert, "key": private}))
+    assert proxy.status()["tls"] is True
+    client_ctx = ssl.create_default_context(cadata=ca)
+    token = token_for(key, vnc)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"https://{proxy.listening()}/", ssl=client_ctx) as resp:
+            assert resp.status == 200
+        ws = await session.ws_connect(
+            f"wss://{proxy.listening()}/websockify?token={token}",
+            ssl=client_ctx,
+            protocols=("binary",),
+        )
+        viewer = WsViewer(session, ws)
+        await viewer.handshake()
+        assert (await viewer.framebuffer()).dominant_colour() == BLUE
+        await ws.close()
+    key_files = list(proxy.tls_dir.iterdir())
+    assert [oct(p.stat().st_mode & 0o777) for p in key_files] == ["0o600"]
+
+
+async def test_a_certificate_that_does_not_match_its_key_is_refused(proxy, key):
+    _, cert, _ = _server_pem()
+    _, _, other_key = _server_pem()
+    before = proxy.listening()
+    change = await proxy.prepare(document([key], 2, tls={"certificate": cert, "key": other_key}))
+    with pytest.raises(ApplyError, match="does not load"):
+        await proxy.check(change)
+    assert proxy.listening() == before and proxy.status()["tls"] is False
 
 
 def test_the_document_rejects_bad_keys_without_quoting_them():
