@@ -184,12 +184,20 @@ class ConsoleProxy:
             return
         try:
             if grant.password is not None:
+                failures = (rfb.RfbError, OSError, TimeoutError, asyncio.IncompleteReadError)
                 try:
                     async with asyncio.timeout(settings.connect_timeout_s):
                         await rfb.authenticate_upstream(up_r, up_w, grant.password)
-                        await rfb.greet_viewer(reader, send)
-                except (rfb.RfbError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                except failures as exc:
                     await self._upstream_failed(ws, session, f"handshake: {exc}")
+                    return
+                try:
+                    async with asyncio.timeout(settings.connect_timeout_s):
+                        await rfb.greet_viewer(reader, send)
+                except failures as exc:
+                    self.counters["viewer_failed"] += 1
+                    self._event(f"session {session.session_id}: viewer handshake: {exc}")
+                    await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"RFB handshake")
                     return
                 leftover = reader.leftover()
                 if leftover:
