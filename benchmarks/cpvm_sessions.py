@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -236,6 +237,7 @@ async def measure(sessions: int = 200, fps: float = 10.0, seconds: float = 10.0)
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
     added = proxied["median_ms"] - direct["median_ms"]
     return {
         "console_sessions": sessions,
