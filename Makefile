@@ -10,17 +10,24 @@ B ?=
 # Debian packages the appliances and the test suite run for real.
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
-	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux dosfstools mtools
+	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux \
+	xvfb x11vnc x11-xserver-utils chromium dosfstools mtools
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
-	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter mkfs.vfat mcopy
+	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter Xvfb x11vnc xsetroot chromium mkfs.vfat mcopy
 # What building the system-VM image needs on top (make image, the image tests).
 IMAGE_DEB_PACKAGES := mmdebstrap qemu-utils syslinux syslinux-common mtools dosfstools fdisk zstd e2fsprogs \
 	qemu-system-x86
 IMAGE_COMMANDS := mmdebstrap qemu-img syslinux /usr/lib/syslinux/mbr/mbr.bin mcopy mkfs.vfat sfdisk zstd mkfs.ext4 \
 	qemu-system-x86_64
 
-.PHONY: help deps image-deps venv lint test test-fast bench demo demo-down demo-router docs image clean
+# noVNC for the console proxy, from the npm registry at build time (pinned with its
+# integrity in appliances/console/npm/package-lock.json), never fetched at run time.
+NOVNC_VERSION := 1.7.0
+NOVNC_NPM := appliances/console/npm
+NOVNC_DIR := appliances/console/static/novnc
+
+.PHONY: help deps image-deps novnc venv lint test test-fast bench demo demo-down demo-router docs image clean
 
 help:
 	@echo "make demo        management server + a zone on this machine: network, instances, rules (Ctrl-C ends)"
@@ -32,6 +39,7 @@ help:
 	@echo "make docs        API documentation, a page per command, in docs/api/"
 	@echo "make image       the system-VM image: build/out/ (rootfs .tar.zst, qcow2, manifest)"
 	@echo "make lint        ruff"
+	@echo "make novnc       vendor noVNC for the console proxy (npm)"
 	@echo "make clean       remove the venv and caches"
 
 deps:
@@ -55,6 +63,24 @@ _apt:
 		rc=$$?; [ -z "$$policy" ] || rm -f $$policy; [ $$rc = 0 ] || exit $$rc; \
 	fi
 
+$(NOVNC_DIR)/.installed-$(NOVNC_VERSION): $(NOVNC_NPM)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" != 0 ]; then echo "npm is missing; run make as root to install it" >&2; exit 1; fi; \
+		echo "==> installing npm (Debian)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null \
+			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends npm >/dev/null; } || exit 1; \
+	fi
+	@echo "==> vendoring noVNC $(NOVNC_VERSION) from the npm registry into $(NOVNC_DIR)"
+	@npm ci --prefix $(NOVNC_NPM) --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+	@grep -q '"version": "$(NOVNC_VERSION)"' $(NOVNC_NPM)/node_modules/@novnc/novnc/package.json \
+		|| { echo "the lock file does not pin noVNC $(NOVNC_VERSION)" >&2; exit 1; }
+	@rm -rf $(NOVNC_DIR) && mkdir -p $(NOVNC_DIR)
+	@cp -r $(NOVNC_NPM)/node_modules/@novnc/novnc/. $(NOVNC_DIR)/
+	@touch $@
+
+novnc: $(NOVNC_DIR)/.installed-$(NOVNC_VERSION)
+
 $(VENV)/.installed: pyproject.toml
 	@echo "==> creating $(VENV) and installing skiff with its test extras"
 	@$(PYTHON) -m venv $(VENV)
@@ -68,8 +94,9 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 # The image tests (tests/image) build the system-VM image once (about 4 minutes cold
-# on 2 cores, about 2 warm); SKIFF_IMAGE_TESTS=0 skips them and their tools.
-test: deps venv lint
+# on 2 cores, about 3 warm) and boot it under qemu; SKIFF_IMAGE_TESTS=0 skips them
+# and their tools.
+test: deps venv novnc lint
 	@[ "$(SKIFF_IMAGE_TESTS)" = 0 ] || $(MAKE) --no-print-directory image-deps
 	$(VENV)/bin/pytest -q
 	SKIFF_TEST_DB=postgresql $(VENV)/bin/pytest -q tests/mgmt
@@ -77,7 +104,7 @@ test: deps venv lint
 test-fast: venv
 	$(VENV)/bin/pytest -q -m "not lab and not image"
 
-bench: deps venv
+bench: deps venv novnc
 	$(PY) benchmarks/run.py $(B)
 
 docs: venv
@@ -96,5 +123,5 @@ demo-router: deps venv
 	$(VENV)/bin/skiff lab demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis $(NOVNC_DIR) $(NOVNC_NPM)/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

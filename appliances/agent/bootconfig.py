@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliances.agent.tls import pem_names
+from appliances.roles import ROLES
 
 BOOT_JSON = "boot.json"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "cert.pem", "key.pem"
@@ -116,13 +117,20 @@ class Pki(_Strict):
 
 class BootConfig(_Strict):
     format: Literal[1] = FORMAT
-    role: Literal["router"]
+    role: str
     appliance_id: str
     control: Control
     management: Management
     agent_port: int = Field(8443, ge=1, le=65535)
     ssh_authorized_keys: list[str] = Field(default_factory=list, max_length=16)
     pki: Pki | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if v not in ROLES:
+            raise ValueError(f"not a role this image runs ({', '.join(sorted(ROLES))})")
+        return v
 
     @field_validator("appliance_id")
     @classmethod

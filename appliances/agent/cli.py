@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from appliances.roles import ROLES
+
 DEFAULT_PORT = 8443
 
 
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the appliance API over HTTPS with mutual TLS and converge the "
         "appliance to the last document it was given.",
     )
-    p.add_argument("--role", choices=["router"], default="router", help="appliance role")
+    p.add_argument("--role", choices=sorted(ROLES), default="router", help="appliance role")
     p.add_argument(
         "--id",
         required=True,

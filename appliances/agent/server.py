@@ -22,7 +22,7 @@ from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
 from appliances.agent.tls import check_identity, server_context
 from appliances.common.errors import ApplyError, DocumentError
-from appliances.roles import ROLES
+from appliances.roles import load_role
 
 log = logging.getLogger("skiff.agent")
 
@@ -152,7 +152,7 @@ async def serve(args: argparse.Namespace) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
     ctx = AgentContext(args.appliance_id, state_dir, args.port)
-    role = ROLES[args.role]()
+    role = load_role(args.role)()
     services = role.services(ctx)
     applier = Applier(role, services, DocumentStore(state_dir))
     info = {

@@ -9,7 +9,6 @@ outside VPCs can be created so far.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
 from sqlalchemy import or_, select
@@ -22,7 +21,11 @@ from mgmt.commands.common import date, not_found, of_uuid, paged
 from mgmt.commands.projects import visible_project
 from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Zone
-from mgmt.db.models.catalog import NetworkOffering, NetworkOfferingService
+from mgmt.db.models.catalog import (
+    NetworkOffering,
+    NetworkOfferingService,
+    offers_redundant_router,
+)
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.networks import Network
 from mgmt.db.tenancy import owned_by
@@ -148,12 +151,6 @@ async def _visible_network(session, call, uuid: str) -> Network:
     return network
 
 
-def _redundant(services) -> bool:
-    return any(
-        json.loads(s.capabilities or "{}").get("RedundantRouter") == "true" for s in services
-    )
-
-
 def network_fields(
     n: Network, zone: Zone, offering: NetworkOffering, services, account: Account, domain: Domain
 ) -> dict:
@@ -188,7 +185,7 @@ def network_fields(
         "tags": [],
         "restartrequired": False,
         "ispersistent": offering.is_persistent,
-        "redundantrouter": _redundant(services),
+        "redundantrouter": offers_redundant_router(services),
         "acltype": "Account",
         "issystem": False,
         "isdefault": False,

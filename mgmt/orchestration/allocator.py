@@ -323,7 +323,16 @@ async def factors(session: AsyncSession, zone_id: int) -> Factors:
 async def lock_zone_hosts(session: AsyncSession, zone_id: int) -> None:
     """Serialise placements in the zone until the session's transaction ends (see the
     module's docstring)."""
-    hosts = (Host.zone_id == zone_id, Host.live())
+    await _lock_hosts(session, (Host.zone_id == zone_id, Host.live()))
+
+
+async def lock_host(session: AsyncSession, host_id: int) -> None:
+    """Serialise choices one host's state decides (its routers' control addresses),
+    across servers, until the session's transaction ends."""
+    await _lock_hosts(session, (Host.id == host_id,))
+
+
+async def _lock_hosts(session: AsyncSession, hosts: tuple) -> None:
     if session.bind.dialect.name == "postgresql":
         await session.execute(select(Host.id).where(*hosts).order_by(Host.id).with_for_update())
     else:

@@ -68,6 +68,19 @@ def visible(state: str, key: Key, include: Include) -> bool:
     return state not in HIDDEN
 
 
+#: Of a redundant pair: what keepalived needs beyond the shared document.
+VRRP_ADVERT_S = 1
+
+
+@dataclass
+class Pair:
+    vrid: int
+    password: str
+    #: The other router's own guest address; while it is being replaced, the last
+    #: one it had (the new one usually gets it back).
+    peer_guest_ip: str
+
+
 @dataclass
 class Inputs:
     router: Router
@@ -88,9 +101,13 @@ class Inputs:
     s2s: list[tuple[VpnConnection, CustomerGateway, str]] = field(default_factory=list)
     #: Pending items the built document settles: key -> the state they were in.
     pending: dict[Key, str] = field(default_factory=dict)
+    pair: Pair | None = None
 
 
-async def load(session: AsyncSession, router_id: int) -> Inputs:
+async def load(session: AsyncSession, router_id: int,
+               secret: Callable[[str], str] | None = None) -> Inputs:
+    """Everything router_id serves. ``secret(label)``: a secret every server derives
+    alike (the appliance CA's), for a redundant pair's VRRP password."""
     router = await session.get_one(Router, router_id)
     vm = await session.get_one(VmInstance, router.vm_id)
     network = await session.get_one(Network, router.network_id)
@@ -145,7 +162,24 @@ async def load(session: AsyncSession, router_id: int) -> Inputs:
         addresses={p.id: p.address for p in public_ips},
         members=members, policies=policies, ra_vpn=ra_vpn, vpn_users=users,
         s2s=[(c, g, a) for c, g, a in s2s_rows],
+        pair=await _pair(session, router, network, secret) if router.is_redundant else None,
     )
+
+
+async def _pair(session: AsyncSession, router: Router, network: Network,
+                secret: Callable[[str], str] | None) -> Pair | None:
+    if secret is None:
+        raise ValueError("a redundant router's document needs the servers' secret")
+    peer_ip = await session.scalar(
+        select(Nic.ip_address).join(VmInstance, VmInstance.id == Nic.vm_id)
+        .where(Nic.network_id == network.id, Nic.traffic_type == "Guest",
+               VmInstance.type == "DomainRouter", Nic.vm_id != router.vm_id,
+               Nic.ip_address != network.gateway)
+        .order_by(Nic.removed.is_(None).desc(), Nic.id.desc()).limit(1))
+    if peer_ip is None:
+        return None
+    return Pair(vrid=1 + network.id % 255, password=secret(f"vrrp/{network.uuid}"),
+                peer_guest_ip=peer_ip)
 
 
 def _cidrs(text: str | None, default: list[str] | None = None) -> list[str]:
@@ -247,7 +281,22 @@ def build(inp: Inputs, include: Include = None) -> dict[str, Any]:
     vpn = _vpn(inp, shown, resolvers)
     if vpn:
         doc["vpn"] = vpn
+    if inp.pair is not None:
+        doc["redundancy"] = _redundancy(inp, inp.pair, cidr)
     return doc
+
+
+def _redundancy(inp: Inputs, pair: Pair, cidr: ipaddress.IPv4Network) -> dict[str, Any]:
+    """keepalived and conntrackd over the guest interface, where each router of the
+    pair has its own address; the gateway and the public addresses are shared."""
+    guest = next(n for n in inp.nics if n.traffic_type == "Guest")
+    return {
+        "vrid": pair.vrid, "priority": inp.router.priority or 100,
+        "advert_interval_s": VRRP_ADVERT_S, "password": pair.password,
+        "sync_interface": f"eth{guest.device_id}", "peer_ip": pair.peer_guest_ip,
+        "own_addresses": [{"interface": f"eth{guest.device_id}",
+                           "address": f"{guest.ip_address}/{cidr.prefixlen}"}],
+    }
 
 
 def _lb(inp: Inputs, rule: FirewallRule, public_ip: str, shown) -> dict[str, Any]:

@@ -61,8 +61,10 @@ def checks_from(status: dict[str, Any], expected_generation: int) -> list[dict[s
 
 
 def _redundant_state(status: dict[str, Any]) -> str | None:
-    svc = (status.get("services") or {}).get("keepalived") or {}
-    state = svc.get("state") or svc.get("vrrp_state")
+    """PRIMARY, BACKUP, FAULT or STOPPED from the agent's redundancy service; None for a
+    router that is not in a pair."""
+    svc = (status.get("services") or {}).get("redundancy") or {}
+    state = (svc.get("vrrp") or {}).get("state")
     return str(state).upper() if state else None
 
 

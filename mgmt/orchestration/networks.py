@@ -13,6 +13,7 @@ import asyncio
 
 from sqlalchemy import select, update
 
+from mgmt.db.models.catalog import NetworkOfferingService, offers_redundant_router
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
@@ -54,15 +55,29 @@ async def source_nat_ip(orch, network: Network) -> PublicIp:
                                     source_nat=True)
 
 
-async def implement(orch, network_id: int, macs: dict[str, str] | None = None) -> None:
-    """Make the network run: its source NAT address and a running router (``macs``: a
-    replaced router's NIC MACs, see routers.create)."""
+#: VRRP priorities of a new pair: the first router wins the first election; after
+#: that keepalived's nopreempt keeps whichever is primary.
+PAIR_PRIORITIES = (150, 100)
+
+
+async def is_redundant(session, network: Network) -> bool:
+    services = (await session.scalars(select(NetworkOfferingService).where(
+        NetworkOfferingService.offering_id == network.network_offering_id,
+        NetworkOfferingService.live()))).all()
+    return offers_redundant_router(services)
+
+
+async def implement(orch, network_id: int, macs: list[dict[str, str]] | None = None) -> None:
+    """Make the network run: its source NAT address and its running router, or both
+    routers of a redundant pair, on two hosts where the zone has two (``macs``:
+    replaced routers' NIC MACs, see routers.create)."""
     async with _lock(network_id):
         async with orch.db.sessions() as session:
             network = await session.get_one(Network, network_id)
-            running = [r for r, v in await live_routers(session, network_id)
-                       if v.state == "Running"]
-            if network.state == "Implemented" and running:
+            wanted = 2 if await is_redundant(session, network) else 1
+            existing = await live_routers(session, network_id)
+            if (network.state == "Implemented" and len(existing) >= wanted
+                    and all(v.state == "Running" for _r, v in existing)):
                 return
         snat = await source_nat_ip(orch, network)
         async with orch.db.sessions() as session:
@@ -71,12 +86,17 @@ async def implement(orch, network_id: int, macs: dict[str, str] | None = None) -
             network.state = "Implementing"
             await session.commit()
             existing = await live_routers(session, network_id)
-        if not existing:
-            router_ids = [await routers.create(orch, network, snat, macs)]
-        else:
-            router_ids = [r.id for r, v in existing if v.state != "Running"]
+        router_ids = [r.id for r, v in existing if v.state != "Running"]
+        taken = {r.priority for r, _v in existing}
+        for n in range(len(existing), wanted):
+            priority = next(p for p in PAIR_PRIORITIES if p not in taken) if wanted > 1 else 0
+            taken.add(priority)
+            router_ids.append(await routers.create(
+                orch, network, snat, (macs or [])[n] if n < len(macs or []) else None,
+                redundant=wanted > 1, priority=priority))
         for router_id in router_ids:
-            await routers.start(orch, router_id)
+            avoid = await routers.peer_hosts(orch, network_id, router_id)
+            await routers.start_avoiding(orch, router_id, frozenset(avoid))
         async with orch.db.sessions() as session:
             network = await session.get_one(Network, network_id)
             network.state = "Implemented"
@@ -84,14 +104,22 @@ async def implement(orch, network_id: int, macs: dict[str, str] | None = None) -
 
 
 async def restart(orch, network_id: int, cleanup: bool) -> None:
-    """Re-push the document; with cleanup, replace the routers by new ones first."""
+    """Re-push the document; with cleanup, replace the routers by new ones first (a
+    redundant pair one router at a time, the backup first, so the network stays up)."""
     async with orch.db.sessions() as session:
         existing = await live_routers(session, network_id)
         network = await session.get_one(Network, network_id)
+        redundant = await is_redundant(session, network)
     if network.state == "Allocated" and not existing:
         return
+    if cleanup and redundant and len(existing) > 1:
+        backup_first = sorted(existing, key=lambda rv: rv[0].redundant_state == "PRIMARY")
+        for router, _vm in backup_first:
+            await routers.replace(orch, router.id, avoid_old_host=False)
+        await implement(orch, network_id)
+        return
     if cleanup:
-        macs = await routers.macs_of(orch, existing[0][0].id) if existing else None
+        macs = [await routers.macs_of(orch, r.id) for r, _v in existing]
         for router, _vm in existing:
             await routers.destroy(orch, router.id)
         async with orch.db.sessions() as session:

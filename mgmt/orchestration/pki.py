@@ -14,8 +14,11 @@ id>``, so an agent answering on the wrong address is refused.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import socket
 import ssl
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +72,15 @@ class ApplianceCA:
                                 certs.server_sans(appliance_id, control_ip), LEAF_VALIDITY)
         return ApplianceCerts(self.ca_pem, certs.cert_pem(cert).decode(),
                               certs.key_pem(key).decode())
+
+    def derive_secret(self, label: str, length: int = 8) -> str:
+        """A short alphanumeric secret for ``label`` that every server of the database
+        derives alike (HMAC keyed by the CA's private key), so none needs a column.
+        For secrets a protocol limits to a few characters (VRRP's 8)."""
+        secret = certs.key_pem(self.key)  # type: ignore[arg-type]
+        digest = hmac.new(secret, label.encode(), hashlib.sha256).digest()
+        alphabet = string.ascii_letters + string.digits
+        return "".join(alphabet[b % len(alphabet)] for b in digest[:length])
 
     def _write_client(self) -> None:
         private_dir(self.client_dir)

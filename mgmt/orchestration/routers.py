@@ -22,7 +22,13 @@ from mgmt.db.models.networks import Network
 from mgmt.db.types import utcnow
 from mgmt.orchestration import allocator, sync
 from mgmt.orchestration.hosts.driver import PUBLIC_VNI, HostError, NicPlan, RouterPlan
-from mgmt.orchestration.placement import free_control_ip, new_mac, vni_of
+from mgmt.orchestration.placement import (
+    free_control_ip,
+    free_guest_ip,
+    new_mac,
+    retrying,
+    vni_of,
+)
 
 log = logging.getLogger("skiff.orchestration")
 
@@ -40,38 +46,53 @@ async def macs_of(orch, router_id: int) -> dict[str, str]:
 
 
 async def create(orch, network: Network, source_nat: PublicIp,
-                 macs: dict[str, str] | None = None) -> int:
+                 macs: dict[str, str] | None = None, *, redundant: bool = False,
+                 priority: int = 0) -> int:
     """Insert the router's rows (Stopped); returns the router id.
 
     A replacement passes its predecessor's ``macs``: guests, the Internet side and
     the host keep their ARP entries for the router's addresses, so traffic resumes
-    as soon as the new router answers instead of when those entries expire."""
+    as soon as the new router answers instead of when those entries expire.
+
+    A router of a redundant pair has its own guest address (VRRP and conntrackd
+    speak over it); the gateway and the public addresses are the pair's shared
+    ones, held by whichever is primary."""
     macs = macs or {}
-    async with orch.db.sessions() as session:
-        rng = await session.get_one(VlanIpRange, source_nat.vlan_range_id)
-        vm = VmInstance(name=f"r-new-{new_mac('00:00')}", type="DomainRouter",
-                        state="Stopped", account_id=network.account_id,
-                        domain_id=network.domain_id, zone_id=network.zone_id,
-                        cpu_number=ROUTER_CPU, cpu_speed=ROUTER_CPU_MHZ,
-                        memory=ROUTER_MEMORY_MIB)
-        session.add(vm)
-        await session.flush()
-        vm.name = vm.host_name = f"r-{vm.id}-VM"
-        session.add_all([
-            Nic(vm_id=vm.id, network_id=network.id, traffic_type="Guest",
-                ip_address=network.gateway, netmask=network.netmask,
-                mac=macs.get("Guest") or new_mac(), device_id=0),
-            Nic(vm_id=vm.id, traffic_type="Control", netmask="255.255.255.0",
-                mac=macs.get("Control") or new_mac("0e:00"), device_id=1),
-            Nic(vm_id=vm.id, traffic_type="Public", ip_address=source_nat.address,
-                netmask=rng.netmask, gateway=rng.gateway,
-                mac=macs.get("Public") or new_mac("06:00"),
-                device_id=2, is_default=True),
-        ])
-        router = Router(vm_id=vm.id, network_id=network.id)
-        session.add(router)
-        await session.commit()
-        return router.id
+
+    async def insert() -> int:
+        async with orch.db.sessions() as session:
+            rng = await session.get_one(VlanIpRange, source_nat.vlan_range_id)
+            net = await session.get_one(Network, network.id)
+            guest_ip = await free_guest_ip(session, net) if redundant else net.gateway
+            vm = VmInstance(name=f"r-new-{new_mac('00:00')}", type="DomainRouter",
+                            state="Stopped", account_id=net.account_id,
+                            domain_id=net.domain_id, zone_id=net.zone_id,
+                            cpu_number=ROUTER_CPU, cpu_speed=ROUTER_CPU_MHZ,
+                            memory=ROUTER_MEMORY_MIB)
+            session.add(vm)
+            await session.flush()
+            vm.name = vm.host_name = f"r-{vm.id}-VM"
+            session.add_all([
+                Nic(vm_id=vm.id, network_id=net.id, traffic_type="Guest",
+                    ip_address=guest_ip, netmask=net.netmask,
+                    mac=macs.get("Guest") or new_mac(), device_id=0),
+                Nic(vm_id=vm.id, traffic_type="Control", netmask="255.255.255.0",
+                    mac=macs.get("Control") or new_mac("0e:00"), device_id=1),
+                Nic(vm_id=vm.id, traffic_type="Public", ip_address=source_nat.address,
+                    netmask=rng.netmask, gateway=rng.gateway,
+                    mac=macs.get("Public") or new_mac("06:00"),
+                    device_id=2, is_default=True),
+            ])
+            router = Router(vm_id=vm.id, network_id=net.id, is_redundant=redundant,
+                            priority=priority)
+            session.add(router)
+            await session.commit()
+            return router.id
+
+    try:
+        return await retrying(insert, "router guest address")
+    except LookupError as exc:
+        raise ApiError(INSUFFICIENT_CAPACITY, str(exc)) from exc
 
 
 async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> None:
@@ -90,6 +111,7 @@ async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> No
             await session.commit()
             raise ApiError(530, f"host {host.name} cannot run routers: {exc}") from exc
         async with orch.host_lock(host.id):
+            await allocator.lock_host(session, host.id)  # other servers' choices too
             control_ip = await free_control_ip(session, host.id, driver.control_network)
             router.control_ip = control_ip
             await session.commit()
@@ -170,6 +192,28 @@ async def destroy(orch, router_id: int) -> None:
         await session.commit()
 
 
+async def replace(orch, router_id: int, *, avoid_old_host: bool) -> int:
+    """Destroy the router and start a new one in its place: the same NIC MACs, the same
+    place in a redundant pair; the pair's other router learns its new peer. Returns the
+    new router's id."""
+    async with orch.db.sessions() as session:
+        router = await session.get_one(Router, router_id)
+        vm = await session.get_one(VmInstance, router.vm_id)
+        network = await session.get_one(Network, router.network_id)
+        snat = await session.scalar(select(PublicIp).where(
+            PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live()))
+        old_host, redundant, priority = vm.host_id, router.is_redundant, router.priority
+    macs = await macs_of(orch, router_id)
+    await destroy(orch, router_id)
+    new_id = await create(orch, network, snat, macs, redundant=redundant, priority=priority)
+    avoid = await peer_hosts(orch, network.id, new_id)
+    if avoid_old_host and old_host:
+        avoid |= {old_host}
+    await start_avoiding(orch, new_id, frozenset(avoid))
+    await sync.apply_network(orch, network.id)  # the peer's document names the new router
+    return new_id
+
+
 async def recreate(orch, router_id: int, reason: str) -> int:
     """Replace a router that stopped answering: a new one on a healthy host (the old
     host avoided), the whole document pushed. Returns the new router's id."""
@@ -177,19 +221,29 @@ async def recreate(orch, router_id: int, reason: str) -> int:
         router = await session.get_one(Router, router_id)
         vm = await session.get_one(VmInstance, router.vm_id)
         network = await session.get_one(Network, router.network_id)
-        snat = await session.scalar(select(PublicIp).where(
-            PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live()))
-        old_host = vm.host_id
-    macs = await macs_of(orch, router_id)
-    await destroy(orch, router_id)
-    new_id = await create(orch, network, snat, macs)
-    avoid = frozenset({old_host}) if old_host else frozenset()
-    try:
-        await start(orch, new_id, avoid=avoid)
-    except ApiError as exc:
-        if exc.code != INSUFFICIENT_CAPACITY or not avoid:
-            raise
-        await start(orch, new_id)  # the old host is the only one: use it again
+    new_id = await replace(orch, router_id, avoid_old_host=True)
     await orch.record_event("ROUTER.RECREATE", f"recreated router {vm.name} as router "
                             f"{new_id} ({reason})", network.account_id, network.domain_id)
     return new_id
+
+
+async def start_avoiding(orch, router_id: int, avoid: frozenset[int]) -> None:
+    """Start the router away from the ``avoid`` hosts when another host has room (a
+    pair's routers on two hosts; a replacement off the host that lost it), else where
+    there is room."""
+    try:
+        await start(orch, router_id, avoid=avoid)
+    except ApiError as exc:
+        if exc.code != INSUFFICIENT_CAPACITY or not avoid:
+            raise
+        await start(orch, router_id)
+
+
+async def peer_hosts(orch, network_id: int, router_id: int) -> set[int]:
+    """Hosts of the network's other live routers (a redundant pair's other half)."""
+    async with orch.db.sessions() as session:
+        rows = await session.scalars(
+            select(VmInstance.host_id).join(Router, Router.vm_id == VmInstance.id)
+            .where(Router.network_id == network_id, Router.id != router_id, Router.live(),
+                   VmInstance.live(), VmInstance.host_id.is_not(None)))
+        return set(rows.all())

@@ -82,7 +82,8 @@ async def converge(orch, router_id: int, include: Include = None, *, force: bool
     RouterUnreachable; settles the pending items the pushed document carried."""
     async with orch.locks.hold(router_id):
         async with orch.db.sessions() as session:
-            inputs = await documents.load(session, router_id)
+            inputs = await documents.load(
+                session, router_id, orch.ca.derive_secret if orch.ca else None)
             router, vm = inputs.router, inputs.vm
             if vm.state != "Running" or vm.host_id is None:
                 raise RouterUnreachable(f"router {vm.name} is {vm.state}")
@@ -174,8 +175,21 @@ async def network_routers(orch, network_id: int) -> list[int]:
 
 
 async def apply_network(orch, network_id: int, include: Include = None) -> None:
-    for router_id in await network_routers(orch, network_id):
-        await converge(orch, router_id, include)
+    """Push to each of the network's routers. A refusal fails at once (both routers of a
+    pair get the same rules); a router that does not answer fails the change only when
+    no router took it: the reconcile loop brings a silent one back with the whole
+    document."""
+    routers = await network_routers(orch, network_id)
+    silent: list[RouterUnreachable] = []
+    for router_id in routers:
+        try:
+            await converge(orch, router_id, include)
+        except RouterUnreachable as exc:
+            silent.append(exc)
+    if silent and len(silent) == len(routers):
+        raise silent[0]
+    for exc in silent:
+        log.warning("network %s: %s; the reconcile loop will bring it back", network_id, exc)
 
 
 async def apply_change(orch, network_id: int, keys: Iterable[Key]) -> None:

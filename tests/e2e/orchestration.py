@@ -48,11 +48,16 @@ class Cloud:
     async def call(self, command: str, /, **params: Any) -> dict:
         return await asyncio.to_thread(getattr(self.api, command), **params)
 
-    async def network(self, name: str = "net1") -> dict:
+    async def network(self, name: str = "net1", offering: str | None = None) -> dict:
+        """A network of the zone box's isolated offering, or of the offering named."""
         assert self.zone is not None
+        offering_id = self.zone.network_offering["id"]
+        if offering is not None:
+            [found] = (await self.call("listNetworkOfferings", name=offering))["networkoffering"]
+            offering_id = found["id"]
         return (await self.call("createNetwork", name=name, displaytext=name,
                                 zoneid=self.zone.zone["id"],
-                                networkofferingid=self.zone.network_offering["id"]))["network"]
+                                networkofferingid=offering_id))["network"]
 
     async def deploy(self, network: dict, name: str) -> dict:
         assert self.zone is not None

@@ -11,6 +11,9 @@ in which zones a template is registered and how its download there stands.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -99,6 +102,12 @@ class NetworkOfferingService(Common, Base):
     service: Mapped[str] = mapped_column(String(64))
     provider: Mapped[str | None] = mapped_column(String(64))
     capabilities: Mapped[str] = mapped_column(Text, default="{}")
+
+
+def offers_redundant_router(services: Iterable[NetworkOfferingService]) -> bool:
+    """Whether an offering with these services runs a redundant router pair."""
+    return any(json.loads(s.capabilities or "{}").get("RedundantRouter") == "true"
+               for s in services)
 
 
 class VpcOffering(Common, Base):

@@ -185,3 +185,54 @@ async def test_concurrent_placements_never_overfill_a_host(world: World):
             select(func.count()).select_from(VmInstance)
             .where(VmInstance.host_id == world.host_ids["h1"]))
     assert on_h1 == 3
+
+
+async def test_concurrent_routers_on_one_host_get_distinct_control_addresses(world: World):
+    """Six routers on one host, started by two servers' engines at once, each take a
+    control address no other holds (routers.start: lock_host, then free_control_ip)."""
+    import ipaddress
+
+    from mgmt.db.models.catalog import NetworkOffering
+    from mgmt.db.models.compute import Router
+    from mgmt.db.models.networks import Network
+    from mgmt.orchestration.allocator import lock_host
+    from mgmt.orchestration.placement import free_control_ip
+
+    host_id = world.host_ids["h1"]
+    control = ipaddress.IPv4Network("169.254.0.0/24")
+    routers: list[int] = []
+    vm_ids = [await world.hold("h1", memory=256) for _ in range(6)]
+    async with world.live.db.sessions() as session:
+        offering = await session.scalar(select(NetworkOffering.id).limit(1))
+        network = Network(name="ctl", display_text="ctl", zone_id=world.zone_id,
+                          network_offering_id=offering, account_id=world.account_id,
+                          domain_id=world.domain_id, cidr="10.9.0.0/24", gateway="10.9.0.1",
+                          netmask="255.255.255.0")
+        session.add(network)
+        await session.flush()
+        for vm_id in vm_ids:
+            router = Router(vm_id=vm_id, network_id=network.id)
+            session.add(router)
+            await session.flush()
+            routers.append(router.id)
+        await session.commit()
+    other_server = await open_database(world.live.db_url, migrate=False)
+
+    async def choose(db: Database, router_id: int) -> None:
+        async with db.sessions() as session:
+            await lock_host(session, host_id)
+            address = await free_control_ip(session, host_id, control)
+            for _ in range(5):  # let the other choices run between the read and the write
+                await asyncio.sleep(0)
+            (await session.get_one(Router, router_id)).control_ip = address
+            await session.commit()
+
+    try:
+        await asyncio.gather(*(choose(world.live.db if i % 2 else other_server, router_id)
+                               for i, router_id in enumerate(routers)))
+    finally:
+        await other_server.close()
+    async with world.live.db.sessions() as session:
+        chosen_ips = (await session.scalars(select(Router.control_ip).where(
+            Router.id.in_(routers)))).all()
+    assert len(set(chosen_ips)) == 6, chosen_ips
