@@ -110,7 +110,7 @@ bench: deps venv novnc
 docs: venv
 	$(PY) -m mgmt.api.docs --out docs/api
 
-image: deps image-deps venv
+image: deps image-deps venv novnc
 	$(VENV)/bin/skiff image build
 
 demo: deps venv

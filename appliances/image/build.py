@@ -204,7 +204,8 @@ def _wheels(b: _Build) -> None:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, src / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules",
+                                                           "*.egg-info"))
         else:
             src.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, src / name)
