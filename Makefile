@@ -11,10 +11,11 @@ B ?=
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
 	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux \
-	xvfb x11vnc x11-xserver-utils chromium
+	xvfb x11vnc x11-xserver-utils chromium qemu-utils xorriso
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
-	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter Xvfb x11vnc xsetroot chromium
+	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter Xvfb x11vnc xsetroot chromium \
+	qemu-img xorriso
 
 # noVNC for the console proxy, from the npm registry at build time (pinned with its
 # integrity in appliances/console/npm/package-lock.json), never fetched at run time.
