@@ -1,12 +1,13 @@
 """A temp file filled from a stream: hashed and written as the bytes arrive.
 
-The event loop only receives; each chunk goes to two single-thread pools, one
-hashing and one writing (``pwrite`` at the chunk's offset). hashlib and
-``os.write`` release the GIL, so on two cores receiving, hashing and writing
-overlap, and no byte is read twice: the digest is ready when the last write is.
-When the length is known the file is preallocated with ``fallocate``: on ext4
-allocating blocks as writes arrive costs more CPU than the hash (measured here:
-2 GiB in 6.6 s of system time without, 1.8 s with).
+The event loop only receives; the bytes go, in batches of about 4 MiB, to two
+single-thread pools, one hashing and one writing (``pwrite`` at the batch's
+offset). hashlib and ``os.pwrite`` release the GIL, so receiving, hashing and
+writing overlap on two cores, and no byte is read twice: the digest is ready when
+the last write is. Batching matters: the socket hands over 256 KiB at a time, and
+a thread hand-off per piece cost more than joining them. When the length is known
+the file is preallocated with ``fallocate``, so a full disk fails before the
+transfer and the file stays contiguous.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 
 from appliances.storage.checksum import Checksum, new_hasher
 
-#: Chunks handed to the pools and not yet done, per pool (memory: 2 x this x chunk).
+#: Bytes gathered before a hand-off to the pools.
+BATCH = 4 << 20
+#: Batches handed to the pools and not yet done, per pool (memory: about this x BATCH).
 MAX_INFLIGHT = 4
 
 
@@ -62,19 +65,33 @@ class Sink:
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="sink-hash")
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="sink-write")
         self._inflight: deque[asyncio.Future] = deque()
+        self._gathered: list[bytes] = []
+        self._gathered_bytes = 0
         self._closed = False
 
     async def write(self, chunk: bytes) -> None:
+        """Accept ``chunk`` (at offset ``size``); waits only when the pools lag behind."""
         if not chunk:
             return
+        self.size += len(chunk)
+        self._gathered.append(chunk)
+        self._gathered_bytes += len(chunk)
+        if self._gathered_bytes >= BATCH:
+            self._hand_off()
+            while len(self._inflight) > 2 * MAX_INFLIGHT:
+                await self._next()
+
+    def _hand_off(self) -> None:
+        if not self._gathered:
+            return
+        data = self._gathered[0] if len(self._gathered) == 1 else b"".join(self._gathered)
+        offset = self.size - len(data)
+        self._gathered, self._gathered_bytes = [], 0
         loop = asyncio.get_running_loop()
-        offset, self.size = self.size, self.size + len(chunk)
-        self._inflight.append(loop.run_in_executor(self._hash_pool, self.hasher.update, chunk))
+        self._inflight.append(loop.run_in_executor(self._hash_pool, self.hasher.update, data))
         self._inflight.append(
-            loop.run_in_executor(self._write_pool, _pwrite_all, self._fd, chunk, offset)
+            loop.run_in_executor(self._write_pool, _pwrite_all, self._fd, data, offset)
         )
-        while len(self._inflight) > 2 * MAX_INFLIGHT:
-            await self._next()
 
     def preallocate(self, total: int) -> None:
         """Reserve ``total`` bytes (ignored where the file system cannot); a full disk
@@ -90,6 +107,7 @@ class Sink:
 
     async def reset(self) -> None:
         """Start again from byte 0 (the server ignored Range or the file changed)."""
+        self._gathered, self._gathered_bytes = [], 0
         await self._drain()
         os.ftruncate(self._fd, 0)
         self.size, self._allocated = 0, 0
@@ -118,6 +136,7 @@ class Sink:
             raise SinkError(exc.errno, f"writing {self.path.name}: {exc.strerror}") from None
 
     async def _drain(self) -> None:
+        self._hand_off()
         while self._inflight:
             await self._next()
 

@@ -127,3 +127,14 @@ async def test_reset_and_preallocation_leave_exact_bytes(tmp_path):
     digest = await sink.finish()
     assert (tmp_path / "x.part").read_bytes() == b"b" * 10
     assert digest == hashlib.sha256(b"b" * 10).hexdigest()
+
+
+async def test_small_pieces_are_gathered_in_order(tmp_path):
+    pieces = [os.urandom(10_000 + k) for k in range(1_000)]  # about 10 MB, uneven sizes
+    sink = Sink(tmp_path / "x.part", None)
+    for piece in pieces:
+        await sink.write(piece)
+    digest = await sink.finish()
+    body = b"".join(pieces)
+    assert (tmp_path / "x.part").read_bytes() == body
+    assert digest == hashlib.sha256(body).hexdigest()
