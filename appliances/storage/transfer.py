@@ -28,7 +28,12 @@ from appliances.storage.checksum import parse_checksum
 from appliances.storage.document import Transfer
 from appliances.storage.formats import FORMATS
 from appliances.storage.images import DOWNLOADED, Conflict, Images
-from appliances.storage.signing import SignatureError, check_extract_token, check_upload
+from appliances.storage.signing import (
+    SignatureError,
+    UploadMetadata,
+    check_extract_token,
+    check_upload,
+)
 from appliances.storage.sink import SinkError
 
 log = logging.getLogger(__name__)
@@ -60,7 +65,7 @@ class TransferServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("OPTIONS", "/upload/{id}", self.preflight)
-        app.router.add_post("/upload/{id}", self.upload)
+        app.router.add_post("/upload/{id}", self.upload, expect_handler=self.expect)
         app.router.add_get("/extract/{token}", self.extract)
         return app
 
@@ -86,15 +91,38 @@ class TransferServer:
         if status == 200:
             self.counters.uploads_accepted += 1
         else:
-            self.counters.uploads_refused += 1
-            log.warning("upload to %s refused (%d): %s", request.path, status, text)
+            self._refused(request, status, text)
         return web.Response(status=status, text=text + "\n", headers=cors)
 
-    async def _upload(self, request: web.Request) -> tuple[int, str]:
+    async def expect(self, request: web.Request) -> web.Response | None:
+        """``Expect: 100-continue`` (curl sends it for large bodies): the headers are
+        checked before the client is told to send the body, so a refused upload costs
+        no transfer."""
+        try:
+            self._admit(request)
+        except _Refused as exc:
+            self._refused(request, exc.status, exc.text)
+            return web.Response(
+                status=exc.status,
+                text=exc.text + "\n",
+                headers={**self._cors(request), "Connection": "close"},
+            )
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return web.Response(status=417, text="unknown Expect\n")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+        return None
+
+    def _refused(self, request: web.Request, status: int, text: str) -> None:
+        self.counters.uploads_refused += 1
+        log.warning("upload to %s refused (%d): %s", request.path, status, text)
+
+    def _admit(self, request: web.Request) -> _Admitted:
+        """Everything the headers alone decide: signature, expiry, size, form."""
         cfg = self.config
         image_id = request.match_info["id"]
         if cfg is None or not _SAFE_ID.match(image_id):
-            return 404, "no such upload"
+            raise _Refused(404, "no such upload")
         h = request.headers
         try:
             meta = check_upload(
@@ -106,23 +134,32 @@ class TransferServer:
                 now=self.clock(),
             )
         except SignatureError as exc:
-            return 403, str(exc)
+            raise _Refused(403, str(exc)) from None
         if meta.id != image_id:
-            return 403, "the metadata names another image"
+            raise _Refused(403, "the metadata names another image")
         if meta.format not in FORMATS:
-            return 400, f"unknown format {meta.format!r}"
+            raise _Refused(400, f"unknown format {meta.format!r}")
         try:
             declared = str(parse_checksum(meta.checksum)) if meta.checksum else None
         except ValueError as exc:
-            return 400, f"checksum in metadata: {exc}"
+            raise _Refused(400, f"checksum in metadata: {exc}") from None
         limit = min(meta.max_bytes, self.images.limits.max_upload_bytes)
         length = request.content_length
         if length is None:
-            return 411, "Content-Length is required"
+            raise _Refused(411, "Content-Length is required")
         if length > limit + MULTIPART_SLACK:
-            return 413, f"the upload is {length} bytes, over the limit of {limit}"
+            raise _Refused(413, f"the upload is {length} bytes, over the limit of {limit}")
         if not request.content_type.startswith("multipart/form-data"):
-            return 400, "the body must be multipart/form-data"
+            raise _Refused(400, "the body must be multipart/form-data")
+        return _Admitted(image_id, meta, declared, limit, length)
+
+    async def _upload(self, request: web.Request) -> tuple[int, str]:
+        try:
+            admitted = self._admit(request)
+        except _Refused as exc:
+            return exc.status, exc.text
+        image_id, meta, declared = admitted.image_id, admitted.meta, admitted.declared
+        limit, length = admitted.limit, admitted.length
         try:
             item = self.images.begin_upload(image_id, meta.format, declared, meta.name)
         except Conflict as exc:
@@ -211,6 +248,15 @@ class TransferServer:
                 "Cache-Control": "no-store",
             },
         )
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    image_id: str
+    meta: UploadMetadata
+    declared: str | None
+    limit: int
+    length: int
 
 
 class _Refused(Exception):

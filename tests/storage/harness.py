@@ -72,7 +72,8 @@ class Harness:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.transfer.listening()}"
+        scheme = "https" if self.transfer.status()["tls"] else "http"
+        return f"{scheme}://{self.transfer.listening()}"
 
     def store_files(self) -> list[str]:
         """Every file under the store (temp folder included), relative."""

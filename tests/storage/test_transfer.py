@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import hashlib
+import ssl
 
 import aiohttp
 import pytest
 
+from appliances.common import certs
+from appliances.common.errors import ApplyError
 from appliances.storage.signing import UploadMetadata, extract_token, upload_params
 from tests.storage import imagefiles as img
 from tests.storage.harness import KEY, Harness
@@ -223,3 +228,78 @@ async def test_listener_moves_and_closes_with_the_document(h):
     await h.apply(h.doc(3, [], transfer=False))
     assert h.transfer.listening() is None
     assert first.startswith("127.0.0.1:")
+
+
+async def _raw_post_head(h, headers: dict[str, str], image_id: str = "up1") -> bytes:
+    """Send only a request head with ``Expect: 100-continue``; the first answer."""
+    host, port = h.transfer.listening().split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(
+        f"POST /upload/{image_id} HTTP/1.1\r\nHost: {host}:{port}\r\nExpect: 100-continue\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000000\r\n"
+        f"{head}\r\n".encode()
+    )
+    await writer.drain()
+    first = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return first
+
+
+async def test_expect_continue_refuses_before_the_body(h):
+    good = params(h)
+    assert (await _raw_post_head(h, good.headers())).startswith(b"HTTP/1.1 100 Continue")
+    forged = {**good.headers(), "X-signature": "A" * 27 + "="}
+    answer = await _raw_post_head(h, forged)
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden")
+    too_big = params(h, "up2", max_bytes=1000)
+    answer = await _raw_post_head(h, too_big.headers(), "up2")
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert h.store_files() == [] and "up2" not in h.images.items
+    # The admitted one was dropped after its head: an Error, nothing kept.
+    for _ in range(500):
+        if h.item("up1")["state"] != "Uploading":
+            break
+        await asyncio.sleep(0.01)
+    assert "connection closed prematurely" in h.item("up1")["error"]
+
+
+async def test_https_listener_and_a_pair_that_does_not_load(h, tmp_path):
+    ca_key, ca = certs.make_ca("storage test CA", datetime.timedelta(days=1))
+    key, cert = certs.issue(
+        "ssvm",
+        ca,
+        ca_key,
+        certs.SERVER,
+        certs.server_sans("ssvm", "127.0.0.1"),
+        datetime.timedelta(days=1),
+    )
+    doc = h.doc(2, [])
+    doc["transfer"]["tls"] = {
+        "cert_pem": certs.cert_pem(cert).decode(),
+        "key_pem": certs.key_pem(key).decode(),
+    }
+    await h.apply(doc)
+    assert h.transfer.status()["tls"] is True
+    ctx = ssl.create_default_context(cadata=certs.cert_pem(ca).decode())
+    data = img.qcow2(tmp_path / "a.qcow2").read_bytes()
+    p = params(h)
+    assert p.postURL.startswith("https://127.0.0.1:")
+    form = aiohttp.FormData()
+    form.add_field("files[]", data, filename="a.qcow2")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(p.postURL, data=form, headers=p.headers(), ssl=ctx) as resp,
+    ):
+        assert resp.status == 200
+    # A key that does not match the certificate: refused before anything changes.
+    listening = h.transfer.listening()
+    bad = h.doc(3, [])
+    bad["transfer"]["tls"] = {
+        "cert_pem": certs.cert_pem(cert).decode(),
+        "key_pem": certs.key_pem(certs.new_key()).decode(),
+    }
+    with pytest.raises(ApplyError, match="do not load"):
+        await h.apply(bad)
+    assert h.transfer.listening() == listening
+    assert h.applier.generation == 2
