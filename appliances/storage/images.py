@@ -144,9 +144,7 @@ class Images:
         self.limits = limits
 
     def start_download(self, image: Image) -> Item:
-        old = self.items.get(image.id)
-        if old is not None and old.task is not None:
-            old.task.cancel()
+        self._cancel(image.id)
         item = Item(
             image.id,
             image.format,
@@ -162,6 +160,7 @@ class Images:
         return item
 
     def await_upload(self, image: Image) -> Item:
+        self._cancel(image.id)
         item = Item(
             image.id,
             image.format,
@@ -189,6 +188,11 @@ class Images:
                 item.source if item else "download",
                 DELETED,
             )
+
+    def _cancel(self, image_id: str) -> None:
+        old = self.items.get(image_id)
+        if old is not None and old.task is not None:
+            old.task.cancel()
 
     def cancel_all(self) -> None:
         for item in self.items.values():
