@@ -175,12 +175,14 @@ class Images:
 
     def delete(self, image_id: str, *, keep_entry: bool) -> None:
         """Cancel any transfer of the image and remove it from the store; with
-        ``keep_entry`` its status stays as Deleted (the document still names it)."""
-        item = self.items.pop(image_id, None)
+        ``keep_entry`` its status stays as Deleted (the document still names it).
+        An OSError leaves the entry in place for the caller to mark."""
+        item = self.items.get(image_id)
         if item is not None and item.task is not None:
             item.task.cancel()
         if self.store is not None:
             self.store.delete(image_id)
+        self.items.pop(image_id, None)
         if keep_entry:
             self.items[image_id] = Item(
                 image_id,

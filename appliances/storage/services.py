@@ -84,7 +84,10 @@ class ImageService(Service):
         store = self.images.store
         opening = store is None or str(store.root) != doc.store.path
         if opening:  # what the new store holds decides what must be fetched
-            records = ImageStore(Path(doc.store.path)).scan()
+            try:
+                records = ImageStore(Path(doc.store.path)).scan()
+            except OSError as exc:
+                raise ApplyError(self.name, f"cannot read the image store: {exc}") from None
             items = {i: Item.installed(r) for i, r in records.items()}
         else:
             items = self.images.items
@@ -163,14 +166,16 @@ class ImageService(Service):
 
 
 def _needs_transfer(item: Item | None, image: Image) -> bool:
-    """Must ``image`` be fetched (or an upload awaited) anew?"""
+    """Must ``image`` be fetched (or an upload awaited) anew? A failure stays until
+    the image is described differently or its attempt is raised."""
     if item is None or item.state == DELETED or item.format != image.format:
         return True
-    if item.state == ERROR:
-        return item.attempt != image.attempt  # a failure stays until the attempt is raised
     if image.url is None:
-        return item.source != "upload"
-    return not item.matches(image)
+        if item.source != "upload":
+            return True
+    elif not item.matches(image):
+        return True
+    return item.state == ERROR and item.attempt != image.attempt
 
 
 # -- transfer ----------------------------------------------------------------------------

@@ -173,6 +173,16 @@ async def test_a_second_apply_changes_nothing(web, h):
     assert len(web.requests) == requests + 1
 
 
+async def test_a_corrected_url_fetches_again(web, h):
+    spec = image(web, "t1", "missing.img", "RAW", checksum=None)
+    await h.apply(h.doc(1, [spec]))
+    await h.settle()
+    assert h.item("t1")["state"] == "Error"
+    await h.apply(h.doc(2, [{**spec, "url": web.url("big.img")}]))
+    await h.settle()
+    assert h.item("t1")["state"] == "Downloaded"
+
+
 async def test_absent_and_dropped_images_are_deleted(web, h):
     specs = [image(web, f"t{k}", "big.img", "RAW") for k in (1, 2, 3)]
     await h.apply(h.doc(1, specs))
