@@ -11,10 +11,11 @@ B ?=
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
 	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux \
-	xvfb x11vnc x11-xserver-utils chromium dosfstools mtools
+	xvfb x11vnc x11-xserver-utils chromium dosfstools mtools qemu-utils xorriso
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
-	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter Xvfb x11vnc xsetroot chromium mkfs.vfat mcopy
+	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter Xvfb x11vnc xsetroot chromium mkfs.vfat mcopy \
+	qemu-img xorriso
 # What building the system-VM image needs on top (make image, the image tests).
 IMAGE_DEB_PACKAGES := mmdebstrap qemu-utils syslinux syslinux-common mtools dosfstools fdisk zstd e2fsprogs \
 	qemu-system-x86

@@ -11,6 +11,7 @@ import importlib
 ROLES = {
     "router": "appliances.router.role:RouterRole",
     "console": "appliances.console.role:ConsoleRole",
+    "storage": "appliances.storage.role:StorageRole",
 }
 
 

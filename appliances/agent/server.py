@@ -142,6 +142,8 @@ def build_app(applier: Applier, info: dict,
     app.router.add_get("/v1/config", get_config)
     app.router.add_put("/v1/config", put_config)
     app.router.add_get("/v1/schema", schema)
+    for service in applier.services:
+        app.router.add_routes(service.routes())
     return app
 
 

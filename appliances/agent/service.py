@@ -84,6 +84,11 @@ class Service(ABC):
         """status() plus what only the running daemon can tell (asked at request time)."""
         return self.status()
 
+    def routes(self) -> list:
+        """Extra routes (aiohttp RouteDefs) on the agent's mTLS API, e.g. a role's
+        per-item status; the agent adds them when it starts."""
+        return []
+
     def healthy(self) -> bool:
         """False while a daemon that should serve is down (a crash loop, a failed start).
         A primary with an unhealthy primary_only service gives up primary."""
