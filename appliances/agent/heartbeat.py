@@ -4,6 +4,12 @@ A task of its own that only reads the applier's attributes, so it never waits
 for (or holds up) an apply. A heartbeat that fails (no route, refused, a 4xx)
 is logged and the next one waits longer (doubling up to ``MAX_BACKOFF_S``);
 nothing is raised. The wire format is in appliances.common.heartbeat.
+
+The connection is kept alive between heartbeats, and its socket lingers 0 s: when
+it closes (or the agent dies) the kernel resets it and frees it at once. A TCP
+connection left closing (FIN_WAIT, TIME_WAIT) in the router's network namespace
+would keep that namespace alive after ``ip netns delete``, its veths still
+forwarding: a router destroyed behind the server's back would go on routing.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +33,14 @@ log = logging.getLogger("skiff.agent.heartbeat")
 
 MAX_BACKOFF_S = 60.0
 SEQUENCE_FILE = "heartbeat.seq"
+
+
+def reset_on_close(addr_info: tuple) -> socket.socket:
+    """aiohttp's socket factory: a TCP socket that lingers 0 s (see the docstring)."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return sock
 
 
 def short_error(error: Any) -> str | None:
@@ -99,7 +115,8 @@ class HeartbeatSender:
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, self.interval)))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(socket_factory=reset_on_close, limit=1)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             while True:
                 delay = self.interval
                 try:
