@@ -43,8 +43,8 @@ def reset_on_close(addr_info: tuple) -> socket.socket:
     return sock
 
 
-def short_error(error: Any) -> str | None:
-    """The applier's last error (a dict or text) as one short line."""
+def short_error(error: Any, limit: int = wire.MAX_ERROR) -> str | None:
+    """The applier's or a service's last error (a dict or text) as one short line."""
     if error is None:
         return None
     if isinstance(error, dict):
@@ -52,7 +52,18 @@ def short_error(error: Any) -> str | None:
         text = text or str(error)
     else:
         text = str(error)
-    return " ".join(text.split())[: wire.MAX_ERROR] or None
+    return " ".join(text.split())[:limit] or None
+
+
+def services_health(services: list) -> dict[str, dict[str, Any]]:
+    """Each service's state, health and last error, from what it knows (no daemon
+    is asked: a heartbeat never waits)."""
+    return {
+        service.name: {"state": service.state.state[:16], "healthy": bool(service.healthy()),
+                       "last_error": short_error(service.state.last_error,
+                                                 wire.MAX_SERVICE_ERROR)}
+        for service in services[: wire.MAX_SERVICES]
+    }
 
 
 class HeartbeatSender:

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from appliances.agent.gcpolicy import GcPolicy
-from appliances.agent.heartbeat import HeartbeatSender, short_error
+from appliances.agent.heartbeat import HeartbeatSender, services_health, short_error
 from appliances.agent.pipeline import Applier, GenerationConflict
 from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
@@ -161,6 +161,7 @@ def heartbeat_state(applier: Applier, info: dict) -> dict:
         "last_error": short_error(applier.last_error),
         "version": info["version"][:64],
         "redundant_state": _redundant_state(applier),
+        "services": services_health(applier.services),
     }
 
 

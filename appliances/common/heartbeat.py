@@ -13,7 +13,11 @@ appliances.common.certs), and the certificate travels with it::
     {"appliance_id": "r-7-VM", "role": "router", "applied_generation": 12,
      "document_hash": "<sha256 of the applied document's bytes>", "converged": true,
      "last_error": null, "version": "0.1.0", "uptime_s": 81.5, "sequence": 1732..,
-     "sent_at": 1732..., "interval": 2.0, "redundant_state": null}
+     "sent_at": 1732..., "interval": 2.0, "redundant_state": null,
+     "services": {"dnsmasq": {"state": "ok", "healthy": true, "last_error": null}, ...}}
+
+``services`` is each service's own view (no live query of its daemon), so the
+server's health checks stay current without polling the agent.
 
 The signature is detached and over the bytes as sent, so the receiver checks
 exactly what it parses; no canonical JSON is needed. ``verify`` checks what
@@ -51,10 +55,23 @@ SIGNATURE_HEADER = "X-Skiff-Signature"
 PATH = "/skiff/v1/heartbeat"
 #: How far a heartbeat's send time may be from the receiver's clock.
 MAX_SKEW_S = 120.0
-MAX_BODY = 16 * 1024
+MAX_BODY = 64 * 1024
 MAX_ERROR = 500
+MAX_SERVICE_ERROR = 200
+MAX_SERVICES = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
+_SERVICE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ServiceHealth(BaseModel):
+    """One service as the heartbeat reports it."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    state: str = Field(max_length=16)
+    healthy: bool
+    last_error: str | None = Field(default=None, max_length=MAX_SERVICE_ERROR)
 
 
 class Heartbeat(BaseModel):
@@ -74,6 +91,14 @@ class Heartbeat(BaseModel):
     sent_at: float
     interval: float = Field(gt=0, le=3600)
     redundant_state: str | None = Field(default=None, max_length=16)
+    services: dict[str, ServiceHealth] = Field(default_factory=dict, max_length=MAX_SERVICES)
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, ServiceHealth]) -> dict[str, ServiceHealth]:
+        if not all(_SERVICE.match(name) for name in value):
+            raise ValueError("a service name is not a name")
+        return value
 
     @field_validator("appliance_id")
     @classmethod

@@ -6,7 +6,7 @@ router and carries a higher sequence number than the last one accepted for it,
 and records it on the router row in the same UPDATE that compares the sequence,
 so two servers receiving a replay at once cannot both accept it. It also brings
 what listRouters shows up to date: the agent's version, the redundant state and
-the ``agent``/``document`` health checks (the service checks come from polls).
+the health checks (``agent``, ``document`` and one per service it reports).
 
 The reconcile loop (reconcile.py) takes a heartbeat received within
 ``STALE_INTERVALS`` of the agent's own interval, and after the router's current
@@ -32,7 +32,7 @@ log = logging.getLogger("skiff.heartbeat")
 
 #: A heartbeat older than this many of the agent's intervals is stale.
 STALE_INTERVALS = 3
-#: The health checks a heartbeat replaces (health.checks_from's first two).
+#: The health checks a heartbeat without services replaces (checks_from's first two).
 HEARTBEAT_CHECKS = ("agent", "document")
 
 
@@ -65,14 +65,17 @@ def _values(router: Router, beat: wire.Heartbeat) -> dict:
     """The router row's columns after beat (see the module docstring)."""
     status = {"version": beat.version, "uptime_s": beat.uptime_s,
               "applied_generation": beat.applied_generation, "converged": beat.converged,
-              "last_error": beat.last_error}
-    fresh = health.checks_from(status, router.applied_generation)[:len(HEARTBEAT_CHECKS)]
-    try:
-        old = json.loads(router.health or "[]")
-    except ValueError:
-        old = []
-    kept = [c for c in old if isinstance(c, dict)
-            and c.get("checkname") not in HEARTBEAT_CHECKS] if isinstance(old, list) else []
+              "last_error": beat.last_error,
+              "services": {name: svc.model_dump() for name, svc in beat.services.items()}}
+    fresh = health.checks_from(status, router.applied_generation)
+    kept: list = []
+    if not beat.services:  # an agent that reports none: keep the last poll's
+        try:
+            old = json.loads(router.health or "[]")
+        except ValueError:
+            old = []
+        kept = [c for c in old if isinstance(c, dict)
+                and c.get("checkname") not in HEARTBEAT_CHECKS] if isinstance(old, list) else []
     values = {
         "last_heartbeat": utcnow(), "heartbeat_seq": beat.sequence,
         "heartbeat_interval": beat.interval, "heartbeat_generation": beat.applied_generation,

@@ -68,6 +68,10 @@ async def test_heartbeats_then_a_dead_agent_is_seen_stale_and_its_router_recreat
         assert later.heartbeat_interval == 1.0 and later.heartbeat_converged
         assert (later.heartbeat_generation, later.heartbeat_hash) == (
             later.applied_generation, later.applied_hash)
+        [listed] = (await c.call("listRouters", id=before["id"]))["router"]
+        checks = {check["checkname"]: check for check in listed["healthcheckresults"]}
+        assert {"agent", "document", "dnsmasq", "nftables"} <= set(checks)
+        assert listed["healthchecksfailed"] is False, checks
         reconciler = c.server.orchestrator.reconciler
         heard = await until(lambda: _value(set(reconciler.heard)),
                             lambda got: later.id in got, timeout=20)

@@ -68,7 +68,9 @@ async def cloud(live):
 
 async def test_a_heartbeat_is_recorded_and_shown_by_list_routers(cloud):
     live, ids, url = cloud
-    beat = _beat("r-0-VM", redundant_state="BACKUP")
+    beat = _beat("r-0-VM", redundant_state="BACKUP", services={
+        "dnsmasq": {"state": "ok", "healthy": True},
+        "haproxy": {"state": "failed", "healthy": False, "last_error": "crash loop"}})
     status, text = await _post(url, *_signed(live.orchestrator.ca, beat))
     assert (status, text) == (204, "")
     row = await _row(live.db, ids[0])
@@ -87,7 +89,8 @@ async def test_a_heartbeat_is_recorded_and_shown_by_list_routers(cloud):
     assert router["redundantstate"] == "BACKUP"
     checks = {c["checkname"]: c for c in router["healthcheckresults"]}
     assert checks["agent"]["success"] and checks["document"]["success"]
-    assert router["healthchecksfailed"] is False
+    assert checks["dnsmasq"]["success"] and not checks["haproxy"]["success"]
+    assert router["healthchecksfailed"] is True
 
 
 async def test_a_replayed_or_older_heartbeat_changes_nothing(cloud):
