@@ -142,7 +142,7 @@ def build_app(applier: Applier, info: dict) -> web.Application:
 
 
 def _redundant_state(applier: Applier) -> str | None:
-    """VRRP state of a redundant router (MASTER, BACKUP, FAULT), else None."""
+    """VRRP state of a redundant router (PRIMARY, BACKUP, FAULT...), else None."""
     for service in applier.services:
         state = getattr(service, "vrrp_state", None)
         if state:
