@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from appliances.roles import ROLES
 
 DEFAULT_PORT = 8443
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL with a host")
+    return value
+
+
+def _interval(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError("the heartbeat interval is 0.1 to 3600 seconds")
+    return seconds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +56,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cert", type=Path, required=True, help="this agent's certificate (PEM)")
     p.add_argument("--key", type=Path, required=True, help="this agent's private key (PEM)")
+    p.add_argument(
+        "--heartbeat-url",
+        metavar="URL",
+        type=_http_url,
+        help="POST a signed heartbeat (identity, applied generation and document hash, "
+        "convergence, version, uptime) to this http(s) URL of the management server; "
+        "signed with --key, --cert attached (off unless given)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        metavar="SECONDS",
+        type=_interval,
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        help=f"seconds between heartbeats (default {DEFAULT_HEARTBEAT_INTERVAL:g}); "
+        "failed ones back off up to a minute",
+    )
     p.set_defaults(func=_run)
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from appliances.agent.bootfw import BootFirewall
 from appliances.agent.gcpolicy import GcPolicy
+from appliances.agent.heartbeat import HeartbeatSender, services_health, short_error
 from appliances.agent.pipeline import Applier, GenerationConflict
 from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
@@ -147,6 +148,30 @@ def build_app(applier: Applier, info: dict,
     return app
 
 
+def _redundant_state(applier: Applier) -> str | None:
+    """VRRP state of a redundant router (PRIMARY, BACKUP, FAULT...), else None."""
+    for service in applier.services:
+        state = getattr(service, "vrrp_state", None)
+        if state:
+            return str(state).upper()[:16]
+    return None
+
+
+def heartbeat_state(applier: Applier, info: dict) -> dict:
+    """The heartbeat's fields that describe the agent (appliances.common.heartbeat)."""
+    return {
+        "appliance_id": info["appliance_id"],
+        "role": info["role"],
+        "applied_generation": applier.generation,
+        "document_hash": applier.document_hash,
+        "converged": applier.converged,
+        "last_error": short_error(applier.last_error),
+        "version": info["version"][:64],
+        "redundant_state": _redundant_state(applier),
+        "services": services_health(applier.services),
+    }
+
+
 async def serve(args: argparse.Namespace) -> None:
     check_identity(args.cert, args.appliance_id)
     ssl_ctx = server_context(args.ca, args.cert, args.key)
@@ -186,12 +211,21 @@ async def serve(args: argparse.Namespace) -> None:
         args.port,
     )
 
+    sender = None
+    if getattr(args, "heartbeat_url", None):
+        sender = HeartbeatSender(args.heartbeat_url, args.heartbeat_interval, args.key,
+                                 args.cert, lambda: heartbeat_state(applier, info), state_dir)
+        sender.start()
+        log.info("heartbeats to %s every %g s", args.heartbeat_url, args.heartbeat_interval)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    if sender is not None:
+        await sender.stop()
     await runner.cleanup()
     await applier.stop()
     for service in reversed(services):

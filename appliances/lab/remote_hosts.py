@@ -199,7 +199,10 @@ def sshd_config(address: str, p: dict[str, Path]) -> str:
             "HostbasedAuthentication no",
             "UsePAM no",
             "StrictModes no",
-            "AllowTcpForwarding local",
+            # remote: the routers' heartbeats come back over the driver's connection,
+            # bound on the host's control address (mgmt.orchestration.hosts.ssh)
+            "AllowTcpForwarding yes",
+            "GatewayPorts clientspecified",
             "AllowAgentForwarding no",
             "AllowStreamLocalForwarding no",
             "X11Forwarding no",

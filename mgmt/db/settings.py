@@ -79,6 +79,11 @@ DEFAULTS: tuple[Setting, ...] = (
     Setting("router.reconcile.interval", 2, "Advanced",
             "Seconds between the checks that compare each router's applied document with "
             "the database and re-push drift.", range=(1, 3600)),
+    Setting("router.heartbeat.interval", 2.0, "Advanced",
+            "Seconds between the signed heartbeats a router's agent sends (given to routers "
+            "when they start; 0: none). A router heard from within 3 intervals is not "
+            "polled; one whose heartbeats stop is polled before it counts as silent.",
+            range=(0.0, 3600.0)),
     Setting("router.check.failures", 2, "Advanced",
             "Missed checks in a row after which a router is declared dead and recreated.",
             range=(1, 100)),

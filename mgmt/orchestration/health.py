@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from mgmt.commands.common import date
@@ -33,6 +34,8 @@ class Status:
     converged: bool = False
     error: str | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: When the heartbeat this stands for was received (None: from a poll, now).
+    heard: datetime | None = None
 
 
 def _check(name: str, success: bool, details: str, kind: str = "basic") -> dict[str, Any]:

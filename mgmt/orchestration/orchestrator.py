@@ -20,7 +20,8 @@ from mgmt.db.engine import Database
 from mgmt.db.models import Event
 from mgmt.db.models.compute import Nic, Router, VmInstance
 from mgmt.db.models.infra import Host
-from mgmt.orchestration.hosts.driver import HostDriver, HostError, HostFacts
+from mgmt.db.settings import get_setting
+from mgmt.orchestration.hosts.driver import HeartbeatSink, HostDriver, HostError, HostFacts
 from mgmt.orchestration.locks import RouterLocks
 from mgmt.orchestration.pki import ApplianceCA
 
@@ -60,6 +61,9 @@ class Orchestrator:
         self._facts: dict[int, HostFacts] = {}
         self._host_locks: dict[int, asyncio.Lock] = {}
         self.background: set[asyncio.Task] = set()
+        #: The server's heartbeat listeners (mgmt.server.heartbeat); None: agents are
+        #: started without heartbeats (an orchestrator without a server, in tests).
+        self.heartbeats: HeartbeatSink | None = None
 
     async def start(self, reconcile: bool = True) -> None:
         self.ca = await ApplianceCA.load(self.db, self.home)
@@ -134,6 +138,23 @@ class Orchestrator:
         """Give every host of the segment the current list of VXLAN peers."""
         for host in await self.segment_hosts(network_id):
             await self.driver(host).plug_segment(vni, await self.peers(network_id, host.id))
+
+    async def heartbeat(self, host: Host) -> tuple[str | None, float]:
+        """The heartbeat URL and interval for routers on host, made reachable now;
+        (None, 0) when there are none (no listeners, the setting is 0, the driver
+        cannot). Never raises: without heartbeats routers are polled."""
+        if self.heartbeats is None:
+            return None, 0.0
+        async with self.db.sessions() as session:
+            interval = float(await get_setting(session, "router.heartbeat.interval"))
+        if interval <= 0:
+            return None, 0.0
+        try:
+            url = await self.driver(host).heartbeat_url(self.heartbeats)
+        except Exception as exc:  # noqa: BLE001 - heartbeats are optional
+            log.warning("host %s: no heartbeats: %s", host.name, exc)
+            return None, 0.0
+        return (url, max(interval, 0.1)) if url else (None, 0.0)
 
     async def record_event(self, type_: str, description: str, account_id: int | None,
                            domain_id: int | None, level: str = "INFO") -> None:

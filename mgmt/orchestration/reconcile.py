@@ -1,13 +1,20 @@
 """The reconcile loop: every router runs what the database says, or is replaced.
 
-Every ``router.reconcile.interval`` seconds each running router's agent is
-asked for its status over mutual TLS (the handshake proves it holds the
-certificate naming that router). Then:
+Every ``router.reconcile.interval`` seconds each running router is looked at.
+A router whose agent sent a signed heartbeat lately (mgmt.orchestration.heartbeats:
+within 3 of its intervals) is taken at its word: the heartbeat's generation,
+document hash and convergence. Any other router's agent is asked for its status
+over mutual TLS (the handshake proves it holds the certificate naming that
+router); a router whose heartbeats stop is recorded once as stale (event
+``ROUTER.HEARTBEAT.STALE``) and polled from then on. Then:
 
 - an agent that answers with another generation or document hash than the
   last one it confirmed, or that is not converged, gets its whole document
   again (drift: a restarted agent, a hand edit, a failed apply);
-- a router that misses ``router.check.failures`` checks in a row is dead: it
+- a heartbeat received before the last push or poll recorded on the row says
+  nothing about drift (it may predate that push); the next one will;
+- a router that misses ``router.check.failures`` checks in a row (stale or no
+  heartbeat, and no answer to the poll) is dead: it
   is recreated on a healthy host (its old host avoided when there is another)
   and reprogrammed, with events, and no one has to do anything. A router its
   host says it does not run (``HostDriver.running``, one listing per host and
@@ -37,7 +44,7 @@ from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
-from mgmt.orchestration import health, routers, sync
+from mgmt.orchestration import health, heartbeats, routers, sync
 from mgmt.orchestration.locks import LockTimeout
 
 log = logging.getLogger("skiff.reconcile")
@@ -49,6 +56,10 @@ class Report:
     """What one pass found and did (for tests and the log)."""
 
     checked: int = 0
+    #: Routers a fresh heartbeat answered for (not polled).
+    heard: list[int] = field(default_factory=list)
+    #: Routers whose heartbeats went stale in this pass.
+    stale: list[int] = field(default_factory=list)
     drifted: list[int] = field(default_factory=list)
     silent: list[int] = field(default_factory=list)
     recreated: list[int] = field(default_factory=list)
@@ -60,6 +71,7 @@ class Reconciler:
         self.orch = orch
         self.failures: dict[int, int] = {}
         self.breaker_open = False
+        self.heard: set[int] = set()  # routers a fresh heartbeat answered for last pass
         self._task: asyncio.Task | None = None
         self.passes = 0
 
@@ -96,11 +108,19 @@ class Reconciler:
         running = [row[0] for row in rows]
         self.failures = {k: v for k, v in self.failures.items() if k in running}
         absent = await self._absent(rows)
+        beats = await heartbeats.fresh_statuses(self.orch, running)
+        report.heard = sorted(set(beats) - absent)
+        report.stale = sorted((self.heard & set(running)) - set(beats))
+        self.heard = set(report.heard)
+        for router_id in report.stale:
+            await self._stale(router_id)
         limit = asyncio.Semaphore(PARALLEL_LOOKS)
 
         async def look(router_id: int) -> tuple[int, health.Status]:
             if router_id in absent:
                 return router_id, health.Status(False, error="not running on its host")
+            if router_id in beats:
+                return router_id, beats[router_id]
             async with limit:
                 return router_id, await health.look(self.orch, router_id)
 
@@ -176,6 +196,7 @@ class Reconciler:
                 host = await session.get(Host, host_id)
             if host is None:
                 continue
+            await self._keep_heartbeats(host)
             try:
                 present = await asyncio.wait_for(self.orch.driver(host).running(),
                                                  health.STATUS_TIMEOUT)
@@ -186,12 +207,22 @@ class Reconciler:
                 out |= {router_id for router_id, name in on_host if name not in present}
         return out
 
+    async def _keep_heartbeats(self, host: Host) -> None:
+        """The host's heartbeat listener or forward back (a restarted server, a lost SSH
+        connection): its routers keep the URL they were started with."""
+        try:
+            await asyncio.wait_for(self.orch.heartbeat(host), health.STATUS_TIMEOUT)
+        except TimeoutError:
+            log.debug("host %s: heartbeat listener not ready in time", host.name)
+
     async def _drifted(self, router_id: int, status: health.Status) -> bool:
         async with self.orch.db.sessions() as session:
             router = await session.get_one(Router, router_id)
             expected = (router.applied_generation, router.applied_hash)
         if router.applied_hash is None and router.last_error is None:
             return False  # its start has not pushed the first document yet: not drift
+        if status.heard is not None and router.last_seen and status.heard <= router.last_seen:
+            return False  # a heartbeat from before the last push or poll: no evidence
         if (status.generation, status.document_hash) == expected and status.converged:
             return False
         log.warning("router %s drifted (agent: generation %s, converged %s): re-pushing",
@@ -201,6 +232,18 @@ class Reconciler:
         except (sync.RouterRefused, sync.RouterUnreachable, LockTimeout) as exc:
             log.warning("re-pushing router %s failed: %s", router_id, exc)
         return True
+
+    async def _stale(self, router_id: int) -> None:
+        async with self.orch.db.sessions() as session:
+            router = await session.get(Router, router_id)
+            vm = await session.get(VmInstance, router.vm_id) if router else None
+            last = router.last_heartbeat if router else None
+        name = vm.name if vm else f"router {router_id}"
+        log.warning("router %s: no heartbeat since %s; polling it", name, last)
+        await self.orch.record_event(
+            "ROUTER.HEARTBEAT.STALE", f"router {name} sent no heartbeat since "
+            f"{last.isoformat() if last else 'ever'}; its agent is polled instead",
+            vm.account_id if vm else None, vm.domain_id if vm else None, level="WARN")
 
     async def _recreate(self, router_id: int) -> bool:
         """Recreate a dead router unless another server did (or is doing) it."""

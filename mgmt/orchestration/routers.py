@@ -117,6 +117,7 @@ async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> No
             await session.commit()
         nics = {n.traffic_type: n for n in (await session.scalars(
             select(Nic).where(Nic.vm_id == vm.id, Nic.live()))).all()}
+        heartbeat_url, heartbeat_interval = await orch.heartbeat(host)
         plan = RouterPlan(
             name=vm.name,
             nics=(NicPlan("eth0", nics["Guest"].mac, "guest", vni_of(network)),
@@ -126,6 +127,7 @@ async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> No
                 f"{control_ip}/{driver.control_network.prefixlen}"),
             certs=orch.ca.issue_agent(vm.name, control_ip),
             cpu_number=vm.cpu_number, memory_mib=vm.memory,
+            heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval,
         )
         nics["Control"].ip_address = control_ip
         await session.commit()

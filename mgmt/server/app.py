@@ -25,6 +25,7 @@ from mgmt.jobs.runner import JobRunner
 from mgmt.orchestration.orchestrator import Orchestrator
 from mgmt.server.directory import DbDirectory
 from mgmt.server.events import EventLog
+from mgmt.server.heartbeat import HeartbeatSites
 from mgmt.server.http import build_app
 
 log = logging.getLogger("skiff.mgmt")
@@ -70,6 +71,7 @@ class ManagementServer:
         self.events = EventLog(self.db)
         self.jobs = JobRunner(self.db, self.id, self)
         self.orchestrator = Orchestrator(self.db, self.settings.home, self.id, self.events)
+        self.orchestrator.heartbeats = HeartbeatSites(self.orchestrator)
         await self.orchestrator.start()
         resumed, failed = await self.jobs.recover(self.directory)
         if resumed or failed:
@@ -120,6 +122,8 @@ class ManagementServer:
     async def close(self) -> None:
         for runner in self._runners:
             await runner.cleanup()
+        if self.orchestrator and self.orchestrator.heartbeats:
+            await self.orchestrator.heartbeats.close()
         if self.jobs:
             await self.jobs.drain()
         if self.orchestrator:

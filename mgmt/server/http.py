@@ -1,10 +1,13 @@
-"""The HTTP side of the API: /client/api on GET and POST, nothing else."""
+"""The HTTP side of the API: /client/api on GET and POST, and the agents' signed
+heartbeats on POST /skiff/v1/heartbeat (mgmt.server.heartbeat)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from appliances.common.heartbeat import PATH as HEARTBEAT_PATH
 from mgmt.api.dispatch import Dispatcher
+from mgmt.server.heartbeat import receive
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SESSION_COOKIE = "sessionkey"
@@ -31,9 +34,15 @@ async def api(request: web.Request) -> web.Response:
     return response
 
 
+async def heartbeat(request: web.Request) -> web.Response:
+    server = request.app[DISPATCHER].server
+    return await receive(request, getattr(server, "orchestrator", None))
+
+
 def build_app(dispatcher: Dispatcher) -> web.Application:
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app[DISPATCHER] = dispatcher
     app.router.add_route("*", "/client/api", api)
     app.router.add_route("*", "/client/api/", api)
+    app.router.add_post(HEARTBEAT_PATH, heartbeat)
     return app

@@ -19,7 +19,9 @@ from types import SimpleNamespace
 import aiohttp
 import asyncssh
 import pytest
+from aiohttp import web
 
+from appliances.common import heartbeat as wire
 from appliances.lab.agentclient import AgentClient
 from appliances.lab.lab import Lab
 from appliances.lab.remote_hosts import (
@@ -84,6 +86,44 @@ def executor(host: RemoteHost, **kw) -> SshExecutor:
         "env": {"PYTHONPATH": str(ROOT)},
     } | kw
     return SshExecutor(host.address, port=host.port, username=host.username, **args)
+
+
+class HeartbeatLog:
+    """A heartbeat sink for the driver: a loopback listener that verifies each
+    heartbeat against the CA and keeps it."""
+
+    def __init__(self, ca: ApplianceCA):
+        self.ca = ca
+        self.beats: list[wire.Heartbeat] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def bind(self, address: str, port: int) -> int:
+        assert address == "127.0.0.1"  # the SSH reverse forward ends on loopback
+        if self.runner is None:
+            app = web.Application()
+            app.router.add_post(wire.PATH, self._post)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, address, port).start()
+            self.port = self.runner.addresses[0][1]
+        return self.port
+
+    async def _post(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.beats.append(wire.verify(body, request.headers, self.ca.cert))
+        return web.Response(status=204)
+
+    async def heard(self, after: int) -> None:
+        for _ in range(300):
+            if len(self.beats) > after:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no heartbeat after the first {after}")
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
 
 
 def remote_driver(host: RemoteHost) -> SshHostDriver:
@@ -230,9 +270,10 @@ async def test_a_segment_spans_the_local_and_a_remote_host():
 
 @pytest.mark.slow
 async def test_a_router_on_a_remote_host_serves_a_local_instance(tmp_path):
-    """The router runs on host1; its agent is reached through the SSH port forward. Its
-    guest and public segments span both hosts, so an instance on the local host gets its
-    lease from it and reaches the lab's internet (local) through its source NAT."""
+    """The router runs on host1; its agent is reached through the SSH port forward and its
+    heartbeats come back through the reverse one. Its guest and public segments span
+    both hosts, so an instance on the local host gets its lease from it and reaches the
+    lab's internet (local) through its source NAT."""
     db = await open_database(f"sqlite+skiff:///{tmp_path}/ca.db")
     try:
         ca = await ApplianceCA.load(db, tmp_path)
@@ -241,6 +282,7 @@ async def test_a_router_on_a_remote_host_serves_a_local_instance(tmp_path):
     async with local_fabric() as local:
         host = await add_remote_host(local.lab, 1, local.state_dir)
         remote = remote_driver(host)
+        sink = HeartbeatLog(ca)
         try:
             here, there = await local.prepare(), await remote.prepare()
             for vni in (VNI, PUBLIC_VNI):
@@ -264,18 +306,26 @@ async def test_a_router_on_a_remote_host_serves_a_local_instance(tmp_path):
                 ),
                 control,
                 ca.issue_agent(name, str(control.ip)),
+                heartbeat_url=await remote.heartbeat_url(sink),
+                heartbeat_interval=0.5,
             )
+            assert plan.heartbeat_url == f"http://{net.network_address + 1}:8250{wire.PATH}"
             endpoint = await remote.start_router(plan)
             assert endpoint.host == "127.0.0.1"
             assert await remote.agent_endpoint(name, str(control.ip)) == endpoint  # reused
             client = AgentClient(endpoint.url, name, ca.client_context())
             await client.wait_healthy(60)
-            # The SSH connection drops: the next endpoint is a new forward on the same port.
+            await sink.heard(0)
+            assert sink.beats[0].appliance_id == name
+            # The SSH connection drops: the next endpoint is a new forward on the same port,
+            # and the heartbeats' reverse forward is made again on the same port too.
             conn = await remote.x.connection()
             conn.abort()
             await conn.wait_closed()
             assert await remote.agent_endpoint(name, str(control.ip)) == endpoint
             await client.wait_healthy(30)
+            assert await remote.heartbeat_url(sink) == plan.heartbeat_url
+            await sink.heard(len(sink.beats))
 
             vm_mac = "02:00:00:09:01:01"
             await client.apply(
@@ -335,3 +385,4 @@ async def test_a_router_on_a_remote_host_serves_a_local_instance(tmp_path):
                 await client.health(timeout=3)
         finally:
             await remote.close()
+            await sink.close()

@@ -1,4 +1,4 @@
-"""Instances, their NICs, virtual routers and the keystore. (Revision 0006.)
+"""Instances, their NICs, virtual routers and the keystore. (Revisions 0006, 0007.)
 
 ``vm_instances`` holds user instances and system VMs alike (``type`` is
 CloudStack's: ``User`` or ``DomainRouter``), as CloudStack's vm_instance does;
@@ -7,14 +7,16 @@ what only a router has lives in ``routers`` (one row per router VM).
 A router row carries the reconciliation state: ``generation``/``doc_hash`` of
 the last document built for it, ``applied_generation``/``applied_hash`` of the
 last one its agent confirmed, and the per-router lock (``lock_owner`` until
-``lock_expires``) that serialises work on it across management servers.
+``lock_expires``) that serialises work on it across management servers. The
+``heartbeat_*`` columns are what the agent's last accepted signed heartbeat said
+(mgmt.orchestration.heartbeats); ``heartbeat_seq`` refuses replays.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mgmt.db.models.core import Base, Common, live_unique
@@ -90,6 +92,14 @@ class Router(Common, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     lock_owner: Mapped[str | None] = mapped_column(String(255))
     lock_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When this server's clock received the last accepted heartbeat, and what it said.
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_seq: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_interval: Mapped[float | None] = mapped_column(Float)
+    heartbeat_generation: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_hash: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_converged: Mapped[bool | None] = mapped_column(Boolean)
+    heartbeat_error: Mapped[str | None] = mapped_column(Text)
 
 
 class KeystoreEntry(Common, Base):

@@ -16,6 +16,15 @@ Linux host driven over SSH, mgmt.orchestration.hosts.ssh). A qemu/KVM driver
 would boot the system-VM image with the same plans: a plan names NICs by
 device, MAC and segment, and carries the appliance's certificates as PEM text
 that a config drive could hold.
+
+Heartbeats. A router's agent POSTs signed heartbeats to the URL in its plan
+(``RouterPlan.heartbeat_url``). The driver decides that URL
+(``heartbeat_url``): one the router reaches from its control NIC, ending at a
+heartbeat-only listener of the management server (``HeartbeatSink``). The netns
+driver listens on its host's control address itself; the ssh driver forwards the
+remote host's control address back over its SSH connection; a qemu driver would
+do either. A driver that returns None starts agents without heartbeats: they are
+polled, as before.
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ from __future__ import annotations
 import abc
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 #: The zone's public segment; guest networks get VNIs from GUEST_VNIS.
 PUBLIC_VNI = 1
 GUEST_VNIS = range(1000, 16_000_000)
 
 SegmentRole = Literal["guest", "public", "control"]
+
+#: The port a host's control address takes heartbeats on (CloudStack's agent port),
+#: unless another server already holds it there.
+HEARTBEAT_PORT = 8250
 
 
 class HostError(RuntimeError):
@@ -64,6 +77,8 @@ class RouterPlan:
     """A virtual router: ``name`` is its appliance id (the name its certificate carries).
 
     ``control_ip`` is an address in the host's ``control_network`` on the control NIC.
+    ``heartbeat_url`` (from ``HostDriver.heartbeat_url``): where the agent sends its
+    signed heartbeats every ``heartbeat_interval`` seconds; None: it sends none.
     """
 
     name: str
@@ -72,6 +87,8 @@ class RouterPlan:
     certs: ApplianceCerts
     cpu_number: int = 1
     memory_mib: int = 256
+    heartbeat_url: str | None = None
+    heartbeat_interval: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,15 @@ class AgentEndpoint:
     @property
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
+
+
+class HeartbeatSink(Protocol):
+    """The management server's heartbeat-only listeners (mgmt.server.heartbeat)."""
+
+    async def bind(self, address: str, port: int) -> int:
+        """Serve heartbeats on address:port (0, or a port taken: any free one) and
+        return the port; the same address again returns the same listener's port."""
+        ...
 
 
 class HostDriver(abc.ABC):
@@ -167,6 +193,12 @@ class HostDriver(abc.ABC):
     async def agent_endpoint(self, name: str, control_ip: str) -> AgentEndpoint:
         """Where the management server reaches the named router's agent, whose control
         address on this host is control_ip (directly, or a tunnel's local end)."""
+
+    async def heartbeat_url(self, sink: HeartbeatSink) -> str | None:
+        """The URL routers on this host send heartbeats to, made reachable now (a
+        listener, a forward); idempotent, called again on every reconcile pass so a
+        restarted server or a lost connection gets it back. None: no heartbeats."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (SSH sessions, tunnels)."""

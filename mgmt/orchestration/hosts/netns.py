@@ -16,7 +16,9 @@ prefix, so ``skiff lab down --name <lab>`` removes all of it and
 - the root-namespace veth ``skf-<lab>-ctl`` holds the host's control address
   169.254.<N>.1/24 and leads to ``ctl``: the management server reaches every
   router's agent through it, as a CloudStack host reaches its routers over
-  link-local; nothing else of the lab is in the root namespace;
+  link-local; nothing else of the lab is in the root namespace. The routers'
+  heartbeats come back the same way: the management server listens on
+  169.254.<N>.1 itself (``heartbeat_url``);
 - routers ``skf-<lab>-r-<id>-VM`` and instances ``skf-<lab>-i-<a>-<id>-VM``.
 
 The fabric's state (the control subnet) is in ``<state_dir>/fabric.json`` so a
@@ -32,11 +34,14 @@ import os
 import shutil
 from pathlib import Path
 
+from appliances.common.heartbeat import PATH as HEARTBEAT_PATH
 from appliances.lab import names, topology
 from appliances.lab.lab import MARKER, default_state_dir, internet_services
 from mgmt.orchestration.hosts.driver import (
+    HEARTBEAT_PORT,
     PUBLIC_VNI,
     AgentEndpoint,
+    HeartbeatSink,
     HostDriver,
     HostError,
     HostFacts,
@@ -215,6 +220,20 @@ class NetnsHostDriver(HostDriver):
 
     async def lease(self, name: str) -> dict[str, str]:
         return await self.runtime.lease(name)
+
+    async def heartbeat_url(self, sink: HeartbeatSink) -> str | None:
+        """A heartbeat-only listener on the host's control address: the root namespace
+        holds it (on skf-<lab>-ctl), so the routers on the control bridge reach this
+        server directly, with no forward and without reaching its API. None while the
+        fabric has no control address (not prepared yet, or removed)."""
+        if not (self.state_dir / FABRIC_FILE).exists():
+            return None  # the control network is not chosen yet
+        address = str(self._host_ip.ip)
+        try:
+            port = await sink.bind(address, HEARTBEAT_PORT)
+        except OSError:
+            return None
+        return f"http://{address}:{port}{HEARTBEAT_PATH}"
 
     async def close(self) -> None:
         await self.x.close()

@@ -214,6 +214,9 @@ class NamespaceRuntime:
             "--port", str(AGENT_PORT), "--ca", f"{pki}/ca.pem", "--cert", f"{pki}/agent.pem",
             "--key", f"{pki}/agent.key",
         ]
+        if plan.heartbeat_url:
+            argv += ["--heartbeat-url", plan.heartbeat_url,
+                     "--heartbeat-interval", f"{plan.heartbeat_interval:g}"]
         await self.x.spawn(argv, log=self.log(plan.name, "agent"), env=IPSEC_DATAPATH)
 
     async def start_instance(self, plan: InstancePlan) -> None:

@@ -12,7 +12,12 @@ end) is the address the management server connects to unless given.
 The management server reaches a router's agent through an SSH local port forward
 from 127.0.0.1 to ``<control_ip>:8443`` on the host; a forward is kept per router
 and reused, and made again (on the same local port when it can) after the
-connection was lost.
+connection was lost. The routers' heartbeats go the other way, through one
+reverse forward per host from the host's control address (port 8250) to a
+heartbeat-only listener on the server's loopback (``heartbeat_url``). For that the
+host's sshd needs ``AllowTcpForwarding yes`` and ``GatewayPorts clientspecified``
+(else it binds the forward on its loopback, which routers cannot reach, and they
+are polled instead of heard).
 
 A host row's URL says how to reach it (``for_host``)::
 
@@ -39,9 +44,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncssh
 
+from appliances.common.heartbeat import PATH as HEARTBEAT_PATH
 from appliances.lab.names import check_name
 from mgmt.orchestration.hosts.driver import (
+    HEARTBEAT_PORT,
     AgentEndpoint,
+    HeartbeatSink,
     HostDriver,
     HostError,
     HostFacts,
@@ -155,6 +163,7 @@ class SshHostDriver(HostDriver):
         self._ready = False
         self._forwards: dict[str, _Forward] = {}
         self._forward_lock = asyncio.Lock()
+        self._heartbeat: _Forward | None = None
 
     @classmethod
     def for_host(cls, host: Any) -> SshHostDriver:
@@ -328,6 +337,37 @@ class SshHostDriver(HostDriver):
             self._forwards[name] = fwd
             return AgentEndpoint("127.0.0.1", fwd.port)
 
+    async def heartbeat_url(self, sink: HeartbeatSink) -> str | None:
+        """A reverse forward over the host's SSH connection: the host's control address
+        (which its routers reach from their control NICs), port 8250 or the port used
+        before, to a heartbeat-only listener on this server's loopback. Made again
+        after the connection was lost; the agents keep their URL, so the same port is
+        asked for first."""
+        address = str(self._host_ip.ip)
+        async with self._forward_lock:
+            conn = await self.x.connection()
+            old = self._heartbeat
+            if old and old.conn is conn:
+                return f"http://{address}:{old.port}{HEARTBEAT_PATH}"
+            if old:
+                old.listener.close()
+                self._heartbeat = None
+            local = await sink.bind("127.0.0.1", 0)
+            listener, error = None, None
+            for port in (old.port if old else HEARTBEAT_PORT, 0):
+                try:
+                    listener = await conn.forward_remote_port(address, port, "127.0.0.1",
+                                                              local)
+                    break
+                except (OSError, asyncssh.Error) as exc:
+                    error = exc
+            if listener is None:
+                raise HostError(f"{self.where}: cannot forward {address} back for "
+                                f"heartbeats: {error} (the host's sshd needs "
+                                "AllowTcpForwarding yes, GatewayPorts clientspecified)")
+            self._heartbeat = _Forward(conn, address, listener, listener.get_port())
+            return f"http://{address}:{self._heartbeat.port}{HEARTBEAT_PATH}"
+
     async def _close_forward(self, name: str) -> None:
         async with self._forward_lock:
             fwd = self._forwards.pop(name, None)
@@ -339,4 +379,7 @@ class SshHostDriver(HostDriver):
             for fwd in self._forwards.values():
                 fwd.listener.close()
             self._forwards.clear()
+            if self._heartbeat:
+                self._heartbeat.listener.close()
+                self._heartbeat = None
         await self.x.close()
