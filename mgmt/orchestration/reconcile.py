@@ -187,20 +187,31 @@ class Reconciler:
         return out
 
     async def _drifted(self, router_id: int, status: health.Status) -> bool:
+        if not await self._disagrees(router_id, status):
+            return False
+        try:
+            # A push in flight, of this server or another, may have reached the agent
+            # but not yet the router's row. Under the router's lock every push has
+            # ended and recorded what it pushed: look again before pushing anew.
+            async with self.orch.locks.hold(router_id):
+                status = await health.look(self.orch, router_id)
+                if not status.reachable or not await self._disagrees(router_id, status):
+                    return False
+                log.warning("router %s drifted (agent: generation %s, converged %s): "
+                            "re-pushing", router_id, status.generation, status.converged)
+                await sync.converge(self.orch, router_id, force=True)
+        except (sync.RouterRefused, sync.RouterUnreachable, LockTimeout) as exc:
+            log.warning("re-pushing router %s failed: %s", router_id, exc)
+        return True
+
+    async def _disagrees(self, router_id: int, status: health.Status) -> bool:
+        """The agent runs something else than the last push the row records."""
         async with self.orch.db.sessions() as session:
             router = await session.get_one(Router, router_id)
             expected = (router.applied_generation, router.applied_hash)
         if router.applied_hash is None and router.last_error is None:
             return False  # its start has not pushed the first document yet: not drift
-        if (status.generation, status.document_hash) == expected and status.converged:
-            return False
-        log.warning("router %s drifted (agent: generation %s, converged %s): re-pushing",
-                    router_id, status.generation, status.converged)
-        try:
-            await sync.converge(self.orch, router_id, force=True)
-        except (sync.RouterRefused, sync.RouterUnreachable, LockTimeout) as exc:
-            log.warning("re-pushing router %s failed: %s", router_id, exc)
-        return True
+        return (status.generation, status.document_hash) != expected or not status.converged
 
     async def _recreate(self, router_id: int) -> bool:
         """Recreate a dead router unless another server did (or is doing) it."""
