@@ -5,6 +5,13 @@ is deployed (or a rule needs its router): a source-NAT public address, a VXLAN
 id, the router (two for a redundant offering) started on a host, and the
 whole document pushed. Implementing an implemented network with a running
 router changes nothing.
+
+Several management servers may implement one network at once (two calls on
+two servers that each find it not implemented). The in-process lock does not
+see the other server, so each step settles the race in the database: of two
+source-NAT addresses taken at once one is given back, the router's guest NIC
+(unique per network and address) lets one server create the router, and a
+router is started under its lock, by the server that finds it not running.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import PublicIp
@@ -43,15 +51,42 @@ async def live_routers(session, network_id: int) -> list[tuple[Router, VmInstanc
     return [(r, v) for r, v in rows.all()]
 
 
+def _source_nat(network_id: int):
+    return select(PublicIp).where(
+        PublicIp.network_id == network_id, PublicIp.source_nat.is_(True), PublicIp.live(),
+        PublicIp.state == "Allocated").order_by(PublicIp.id).limit(1)
+
+
 async def source_nat_ip(orch, network: Network) -> PublicIp:
     async with orch.db.sessions() as session:
-        snat = await session.scalar(select(PublicIp).where(
-            PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live(),
-            PublicIp.state == "Allocated"))
+        snat = await session.scalar(_source_nat(network.id))
     if snat is not None:
         return snat
-    return await addresses.allocate(orch.db, network.zone_id, network.account_id, network.id,
+    mine = await addresses.allocate(orch.db, network.zone_id, network.account_id, network.id,
                                     source_nat=True)
+    # Another server may have taken one at the same time. With the network's row
+    # locked (a no-op UPDATE: a row lock on PostgreSQL, the write lock on SQLite)
+    # these checks run one at a time, so "give mine back if there is another"
+    # leaves exactly one.
+    async with orch.db.sessions() as session, session.begin():
+        await session.execute(update(Network).where(Network.id == network.id)
+                              .values(state=Network.state))
+        other = await session.scalar(_source_nat(network.id).where(PublicIp.id != mine.id))
+        if other is None:
+            return mine
+        await addresses.release_in(session, mine.id)
+        return other
+
+
+async def _start(orch, router_id: int) -> None:
+    """Start the router unless another server started it meanwhile (it held the lock)."""
+    async with orch.locks.hold(router_id):
+        async with orch.db.sessions() as session:
+            router = await session.get_one(Router, router_id)
+            vm = await session.get_one(VmInstance, router.vm_id)
+            if vm.state == "Running" or router.removed is not None:
+                return
+        await routers.start(orch, router_id)
 
 
 async def implement(orch, network_id: int, macs: dict[str, str] | None = None) -> None:
@@ -72,11 +107,15 @@ async def implement(orch, network_id: int, macs: dict[str, str] | None = None) -
             await session.commit()
             existing = await live_routers(session, network_id)
         if not existing:
-            router_ids = [await routers.create(orch, network, snat, macs)]
-        else:
+            try:
+                router_ids = [await routers.create(orch, network, snat, macs)]
+            except IntegrityError:  # another server created it at the same time
+                async with orch.db.sessions() as session:
+                    existing = await live_routers(session, network_id)
+        if existing:
             router_ids = [r.id for r, v in existing if v.state != "Running"]
         for router_id in router_ids:
-            await routers.start(orch, router_id)
+            await _start(orch, router_id)
         async with orch.db.sessions() as session:
             network = await session.get_one(Network, network_id)
             network.state = "Implemented"
