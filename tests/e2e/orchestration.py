@@ -26,6 +26,7 @@ from typing import Any
 
 from cs.client import CloudStack
 
+from appliances.lab.daemons import ENV_MARK
 from appliances.lab.lab import Lab
 from appliances.lab.netns import run
 from mgmt.client.zonebox import Zone, build_zone
@@ -45,11 +46,13 @@ def client(url: str, key: str, secret: str, poll_interval: float = 0.05) -> Clou
 
 class ServerProcess:
     """``skiff mgmt serve`` in a child process: its own home and port, the database
-    ``db`` names. Its log (stderr) goes to ``<home>/server.log``."""
+    ``db`` names. Its log (stderr) goes to ``<home>/server.log``. It carries the lab's
+    mark (SKIFF_LAB), so ``skiff lab down --name <lab>`` ends it if a test run could not."""
 
-    def __init__(self, home: Path, db: str):
+    def __init__(self, home: Path, db: str, lab: str):
         self.home = home
         self.db = db
+        self.lab = lab
         self.url = ""
         self.keys: tuple[str, str] = ("", "")
         self.proc: asyncio.subprocess.Process | None = None
@@ -63,7 +66,7 @@ class ServerProcess:
         """Start and wait until it listens. ``keys``: the admin's (apikey, secretkey);
         by default from the admin.json its own first start wrote."""
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, ENV_MARK: self.lab, "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mgmt.cli", "mgmt", "serve", "--home", str(self.home),
@@ -103,10 +106,6 @@ class ServerProcess:
     async def call(self, command: str, /, **params: Any) -> dict:
         return await asyncio.to_thread(getattr(self.api(), command), **params)
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
     async def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Signal it and wait for it to exit (SIGKILL if it does not); its exit code."""
         if self.proc is None:
@@ -139,7 +138,7 @@ class Cloud:
         if self.processes:
             if self.db is None:
                 raise ValueError("server processes need a database URL (db=...)")
-            first = await ServerProcess(self.home, self.db).start()
+            first = await ServerProcess(self.home, self.db, self.lab).start()
             self.servers.append(first)
             url, keys = first.url, first.keys
         else:
@@ -156,7 +155,8 @@ class Cloud:
         """Another server process on the same database (and so the same zone)."""
         if not self.servers:
             raise ValueError("add_server needs Cloud(..., processes=True)")
-        server = await ServerProcess(home, self.servers[0].db).start(self.servers[0].keys)
+        server = await ServerProcess(home, self.servers[0].db, self.lab).start(
+            self.servers[0].keys)
         self.servers.append(server)
         return server
 

@@ -260,12 +260,15 @@ async def test_a_server_stopped_amid_rule_jobs_leaves_nothing_locked(world):
     assert [a["portforwardingrule"]["state"] for a in answers] == ["Active"] * len(theirs)
     results = [await _job_result(w, job) for job in jobs]
     assert [r["jobstatus"] for r in results] == [1] * len(mine), results
+    stopped = f"%-{two_pid}-%"  # its owner id: <hostname>-<pid>-<random>
     async with w.db.sessions() as session:
         held = (await session.execute(select(Router.id, Router.lock_owner, Router.lock_expires)
                                       .where(Router.lock_owner.is_not(None)))).all()
         pending = await session.scalar(select(func.count()).select_from(AsyncJob).where(
-            AsyncJob.status == 0, AsyncJob.owner.like(f"%-{two_pid}-%")))
-    assert held == [] and pending == 0
+            AsyncJob.status == 0, AsyncJob.owner.like(stopped)))
+    assert [h for h in held if f"-{two_pid}-" in h.lock_owner] == []  # it let go ...
+    assert all(h.lock_expires is not None for h in held)  # ... and any lease runs out
+    assert pending == 0
     # The next change, on the surviving server, applies and carries traffic.
     await w.cloud.call("createPortForwardingRule", **_forward(ip, w.vm, 9100))
     assert await _answers(w, ip["ipaddress"], [*ports, 9100]) == ["web1"] * (len(ports) + 1)
