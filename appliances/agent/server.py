@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import orjson
@@ -21,6 +20,7 @@ from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
 from appliances.agent.tls import check_identity, server_context
 from appliances.common.errors import ApplyError, DocumentError
+from appliances.common.version import skiff_version
 from appliances.roles import ROLES
 
 log = logging.getLogger("skiff.agent")
@@ -30,13 +30,6 @@ MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 APPLIER = web.AppKey("applier", Applier)
 GC = web.AppKey("gc", GcPolicy)
 INFO = web.AppKey("info", dict)
-
-
-def _version() -> str:
-    try:
-        return version("skiff")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _json(data: dict, status: int = 200) -> web.Response:
@@ -153,7 +146,7 @@ async def serve(args: argparse.Namespace) -> None:
     info = {
         "role": role.name,
         "appliance_id": args.appliance_id,
-        "version": _version(),
+        "version": skiff_version(),
         "started": time.monotonic(),
     }
     for service in services:
