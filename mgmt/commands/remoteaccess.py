@@ -10,6 +10,11 @@ address itself, so ``openfirewall`` records nothing.
 VPN users belong to an account and are served by every remote access VPN of
 that account (as in CloudStack): adding or removing one pushes each of those
 networks, and strongSwan's diff leaves the other users' sessions alone.
+
+The preshared key and the users' passwords are sealed in the database
+(mgmt.db.sealing). No answer shows a password; the preshared key, which the
+server makes, is in createRemoteAccessVpn's answer only (unlike CloudStack,
+listRemoteAccessVpns does not show it).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mgmt.commands.scope import scoped_page
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
 from mgmt.db.models.rules import RemoteAccessVpn, VpnUser
+from mgmt.db.sealing import RA_PSK, VPN_PASSWORD
 from mgmt.db.settings import get_setting
 from mgmt.db.tenancy import owned_by
 from mgmt.orchestration import sync
@@ -77,7 +83,8 @@ def new_psk() -> str:
     return "".join(secrets.choice(PSK_ALPHABET) for _ in range(PSK_LENGTH))
 
 
-async def vpn_answer(session, vpn: RemoteAccessVpn) -> dict:
+async def vpn_answer(session, vpn: RemoteAccessVpn, psk: str | None = None) -> dict:
+    """The VPN as answers show it; ``psk`` only in the answer that created it."""
     ip = await session.get_one(PublicIp, vpn.ip_address_id)
     network = await session.get_one(Network, vpn.network_id)
     answer = {
@@ -85,7 +92,7 @@ async def vpn_answer(session, vpn: RemoteAccessVpn) -> dict:
         "publicipid": ip.uuid,
         "publicip": ip.address,
         "iprange": vpn.ip_range,
-        "presharedkey": vpn.preshared_key,
+        "presharedkey": psk,
         "networkid": network.uuid,
         "state": vpn.state,
         "fordisplay": True,
@@ -128,6 +135,7 @@ async def _check_ip(call, args) -> dict:
     instance_type="RemoteAccessVpn",
     prepare=_check_ip,
     since="2.2.0",
+    sealed_fields=("presharedkey",),
 )
 async def create_remote_access_vpn(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
@@ -151,6 +159,7 @@ async def create_remote_access_vpn(call, args) -> ObjectResult:
             )
         )
         start, end = ip_range(text, network.cidr)
+        psk = new_psk()
         vpn = RemoteAccessVpn(
             **new_id(args),
             network_id=network.id,
@@ -158,7 +167,7 @@ async def create_remote_access_vpn(call, args) -> ObjectResult:
             account_id=network.account_id,
             domain_id=network.domain_id,
             ip_range=f"{start}-{end}",
-            preshared_key=new_psk(),
+            preshared_key=call.server.orchestrator.sealer.seal(psk, RA_PSK),
             state="Added",
         )
         session.add(vpn)
@@ -172,7 +181,7 @@ async def create_remote_access_vpn(call, args) -> ObjectResult:
         "VPN.REMOTE.ACCESS.CREATE",
         lambda _: f"remote access VPN on {ip.address}",
         "remoteaccessvpn",
-        vpn_answer,
+        lambda session, vpn: vpn_answer(session, vpn, psk),
     )
 
 
@@ -284,7 +293,7 @@ async def user_answer(session, user: VpnUser) -> dict:
     description="Adds a VPN user to an account: every remote access VPN of the account accepts it",
     params=[
         Param("username", required=True, length=64),
-        Param("password", required=True, length=128),
+        Param("password", required=True, length=128, secret=True),
         *owner_params(),
     ],
     is_async=True,
@@ -335,7 +344,7 @@ async def add_vpn_user(call, args) -> ObjectResult:
             account_id=owner.id,
             domain_id=owner.domain_id,
             username=args["username"],
-            password=args["password"],
+            password=call.server.orchestrator.sealer.seal(args["password"], VPN_PASSWORD),
             state="Add",
         )
         session.add(user)

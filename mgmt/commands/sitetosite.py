@@ -13,6 +13,9 @@ connection's peer CIDRs may not overlap the network or another peer of the
 same gateway. A connection's state is the router's view (Connected,
 Disconnected or Error), read again whenever connections are listed
 (mgmt.orchestration.vpnstate).
+
+A customer gateway's preshared key is sealed in the database (mgmt.db.sealing)
+and never in an answer (CloudStack shows it as ``ipsecpsk``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from mgmt.commands.scope import scoped_page
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
 from mgmt.db.models.rules import CustomerGateway, VpnConnection, VpnGateway
+from mgmt.db.sealing import S2S_PSK
 from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
 from mgmt.orchestration import networks, sync, vpnstate
@@ -189,7 +193,6 @@ async def customer_answer(session, gw: CustomerGateway) -> dict:
         "name": gw.name,
         "gateway": gw.gateway,
         "cidrlist": gw.cidr_list,
-        "ipsecpsk": gw.ipsec_psk,
         "ikepolicy": gw.ike_policy,
         "esppolicy": gw.esp_policy,
         "ikelifetime": gw.ike_lifetime,
@@ -229,7 +232,6 @@ async def connection_answer(session, conn: VpnConnection) -> dict:
         "s2scustomergatewayid": customer.uuid,
         "gateway": customer.gateway,
         "cidrlist": customer.cidr_list,
-        "ipsecpsk": customer.ipsec_psk,
         "ikepolicy": customer.ike_policy,
         "esppolicy": customer.esp_policy,
         "ikelifetime": customer.ike_lifetime,
@@ -255,7 +257,7 @@ def _gateway_params(required: bool) -> list[Param]:
     return [
         Param("gateway", required=required, description="the peer's public IPv4 address"),
         Param("cidrlist", "list", required=required, description="the peer's CIDRs"),
-        Param("ipsecpsk", required=required, description="the preshared key"),
+        Param("ipsecpsk", required=required, description="the preshared key", secret=True),
         Param("ikepolicy", required=required, description="e.g. aes128-sha256;modp2048"),
         Param(
             "esppolicy",
@@ -270,6 +272,13 @@ def _gateway_params(required: bool) -> list[Param]:
         Param("ikeversion", choices=IKE_VERSIONS, description="ike (either), ikev1 or ikev2"),
         Param("splitconnections", "boolean", description="one SA per CIDR pair"),
     ]
+
+
+def _sealed(call, columns: dict[str, Any]) -> dict[str, Any]:
+    """``columns`` with the preshared key sealed, as the database keeps it."""
+    if "ipsec_psk" in columns:
+        columns["ipsec_psk"] = call.server.orchestrator.sealer.seal(columns["ipsec_psk"], S2S_PSK)
+    return columns
 
 
 async def _subnets_limit(session) -> int:
@@ -291,7 +300,7 @@ async def create_vpn_customer_gateway(call, args) -> ObjectResult:
         owner = await owner_account(
             session, call, args["account"], args["domainid"], args["projectid"]
         )
-        columns = gateway_columns(args, await _subnets_limit(session))
+        columns = _sealed(call, gateway_columns(args, await _subnets_limit(session)))
         columns.setdefault("name", columns["gateway"])
         for column, what in (("name", "name"), ("gateway", "gateway address")):
             taken = await session.scalar(
@@ -372,7 +381,7 @@ def _of_network(uuid: str):
 async def update_vpn_customer_gateway(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
         gw = await visible_row(session, call, CustomerGateway, args["id"], "VPN customer gateway")
-        columns = gateway_columns(args, await _subnets_limit(session), current=gw)
+        columns = _sealed(call, gateway_columns(args, await _subnets_limit(session), current=gw))
         before = {column: getattr(gw, column) for column in columns}
         for column, value in columns.items():
             setattr(gw, column, value)

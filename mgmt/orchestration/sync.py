@@ -82,7 +82,7 @@ async def converge(orch, router_id: int, include: Include = None, *, force: bool
     RouterUnreachable; settles the pending items the pushed document carried."""
     async with orch.locks.hold(router_id):
         async with orch.db.sessions() as session:
-            inputs = await documents.load(session, router_id)
+            inputs = await documents.load(session, router_id, orch.sealer)
             router, vm = inputs.router, inputs.vm
             if vm.state != "Running" or vm.host_id is None:
                 raise RouterUnreachable(f"router {vm.name} is {vm.state}")
