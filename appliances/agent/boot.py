@@ -87,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
                "control": {"device": boot.config.control.device,
                            "address": str(boot.config.control.address)},
                "management": boot.config.management.model_dump()}
+    if boot.config.heartbeat is not None:
+        summary["heartbeat"] = boot.config.heartbeat.model_dump()
     if args.check:
         print(json.dumps(summary, indent=2))
         return 0
@@ -242,7 +244,9 @@ def agent_args(boot: Boot, args: argparse.Namespace) -> argparse.Namespace:
         role=c.role, appliance_id=c.appliance_id, state_dir=args.state_dir,
         listen=str(c.control.address.ip), port=c.agent_port, ca=args.pki_dir / "ca.pem",
         cert=args.pki_dir / "cert.pem", key=args.pki_dir / "key.pem",
-        boot_status=args.status_file, boot_firewall=boot_table_exists())
+        boot_status=args.status_file, boot_firewall=boot_table_exists(),
+        heartbeat_url=c.heartbeat.url if c.heartbeat else None,
+        heartbeat_interval=c.heartbeat.interval if c.heartbeat else 0.0)
 
 
 def _failed(args: argparse.Namespace, spec: str, exc: Exception) -> int:

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--mirror", help="Debian mirror URL (default: mmdebstrap's for the suite)")
     b.add_argument("--no-qcow2", action="store_true", help="only the root file system archive")
     b.add_argument("--keep-work", action="store_true", help="keep build/out/work (rootfs dir)")
+    b.add_argument("--fresh-base", action="store_true",
+                   help="run mmdebstrap even when the cache has a base root file system "
+                   "with the same inputs (one older than 7 days is rebuilt anyway)")
     b.set_defaults(func=_build)
     v = isub.add_parser("verify", help="check a build's manifest and hashes against the recipe")
     _common(v)
@@ -45,7 +48,8 @@ def _build(args: argparse.Namespace) -> int:
 
     opts = BuildOptions(recipe_path=args.recipe, out_dir=args.out,
                         cache_dir=args.cache or DEFAULT_CACHE, mirror=args.mirror,
-                        qcow2=not args.no_qcow2, keep_work=args.keep_work)
+                        qcow2=not args.no_qcow2, keep_work=args.keep_work,
+                        fresh_base=args.fresh_base)
     try:
         result = build_image(opts)
     except (StageError, RecipeError) as exc:
