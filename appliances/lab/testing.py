@@ -131,6 +131,7 @@ async def running_lab(
     agent_cmd: Sequence[str] | None = None,
     progress: Progress | None = None,
     keep_logs_on_error: bool = True,
+    image: str | Path | None = None,
 ) -> AsyncIterator[Lab]:
     """Build a lab, yield it, and always take it down again.
 
@@ -142,7 +143,7 @@ async def running_lab(
     try:
         await cleanup_stale_test_labs(progress)
         state_dir = Path(state_dir or tempfile.mkdtemp(prefix=f"skiff-lab-{name}-"))
-        lab = Lab(name, state_dir, agent_cmd=agent_cmd,
+        lab = Lab(name, state_dir, agent_cmd=agent_cmd, image=image,
                   progress=progress or (lambda msg: print(f"lab {name}: {msg}",
                                                           file=sys.stderr)))
         try:

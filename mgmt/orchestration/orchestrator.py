@@ -156,6 +156,13 @@ class Orchestrator:
             return None, 0.0
         return (url, max(interval, 0.1)) if url else (None, 0.0)
 
+    async def system_vm_image(self, host: Host) -> str | None:
+        """The zone's ``system.vm.image`` for routers on host (None: the host's own
+        environment)."""
+        async with self.db.sessions() as session:
+            image = await get_setting(session, "system.vm.image", {"zone": host.zone_id})
+        return str(image).strip() or None
+
     async def record_event(self, type_: str, description: str, account_id: int | None,
                            domain_id: int | None, level: str = "INFO") -> None:
         """An event no API call caused (the reconcile loop's repairs)."""

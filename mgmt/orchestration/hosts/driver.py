@@ -79,6 +79,9 @@ class RouterPlan:
     ``control_ip`` is an address in the host's ``control_network`` on the control NIC.
     ``heartbeat_url`` (from ``HostDriver.heartbeat_url``): where the agent sends its
     signed heartbeats every ``heartbeat_interval`` seconds; None: it sends none.
+    ``image`` (the zone's ``system.vm.image``): the system-VM root file system archive
+    the namespace runtime starts the router from (the image's own Python and daemons);
+    None: the host's own environment. The qemu driver boots the qcow2 its URL names.
     """
 
     name: str
@@ -89,6 +92,7 @@ class RouterPlan:
     memory_mib: int = 256
     heartbeat_url: str | None = None
     heartbeat_interval: float = 0.0
+    image: str | None = None
 
 
 @dataclass(frozen=True)
