@@ -32,8 +32,13 @@ PUSH_TIMEOUT = 120.0
 
 
 def make_driver(host: Host) -> HostDriver:
-    """The driver for a host row, from its URL: netns://<lab> or ssh://[user@]host[:port]."""
+    """The driver for a host row, from its URL: netns://<lab>, qemu://<lab>?image=<qcow2>
+    or ssh://[user@]host[:port]."""
     parts = urlsplit(host.url if "://" in host.url else f"netns://{host.url}")
+    if parts.scheme == "qemu":
+        from mgmt.orchestration.hosts.qemu import QemuHostDriver
+
+        return QemuHostDriver.from_url(host.url)
     if parts.scheme == "netns" or host.hypervisor == "Netns":
         from mgmt.orchestration.hosts.netns import NetnsHostDriver
 
@@ -45,7 +50,7 @@ def make_driver(host: Host) -> HostDriver:
             raise HostError(f"host {host.name}: SSH hosts are not supported here ({exc})") from exc
         return SshHostDriver.for_host(host)  # type: ignore[no-any-return]
     raise HostError(f"host {host.name}: no driver for URL {host.url!r} "
-                    "(use netns://<lab name> or ssh://<address>)")
+                    "(use netns://<lab name>, qemu://<lab name>?image=... or ssh://<address>)")
 
 
 class Orchestrator:

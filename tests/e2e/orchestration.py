@@ -22,9 +22,12 @@ from mgmt.server.app import ManagementServer, Settings
 
 
 class Cloud:
-    def __init__(self, lab: str, home: Path):
+    """``host_url``: the zone's host (default netns://<lab>; e.g. qemu://<lab>?image=...)."""
+
+    def __init__(self, lab: str, home: Path, host_url: str | None = None):
         self.lab = lab
         self.home = home
+        self.host_url = host_url
         self.server: ManagementServer | None = None
         self.api: CloudStack | None = None
         self.zone: Zone | None = None
@@ -37,7 +40,8 @@ class Cloud:
         admin = self.server.admin
         self.api = CloudStack(url, key=admin.apikey, secret=admin.secretkey, fetch_result=True,
                               poll_interval=0.05, timeout=60, job_timeout=300)
-        self.zone = await asyncio.to_thread(build_zone, self.api, self.lab)
+        self.zone = await asyncio.to_thread(build_zone, self.api, self.lab,
+                                            host_url=self.host_url)
         return self
 
     async def stop(self) -> None:
@@ -86,8 +90,8 @@ class Cloud:
 
 
 @contextlib.asynccontextmanager
-async def cloud(lab: str, home: Path):
-    c = Cloud(lab, home)
+async def cloud(lab: str, home: Path, host_url: str | None = None):
+    c = Cloud(lab, home, host_url)
     try:
         yield await c.start()
     finally:
