@@ -10,6 +10,7 @@ import ipaddress
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 
 import aiohttp
@@ -246,3 +247,34 @@ async def test_unconfigured_agent_answers_with_the_reason():
     finally:
         stop.set()
         await task
+
+
+async def test_the_management_side_reports_an_unconfigured_agent(tmp_path):
+    """The agent's mutual-TLS status fails (it has no certificate); the server's health
+    look then reads the plain-HTTP 503 and reports why the appliance is unconfigured."""
+    from appliances.lab.agentclient import AgentClient
+    from mgmt.orchestration.health import unconfigured_reason
+    from mgmt.orchestration.hosts.driver import AgentEndpoint
+
+    args = _args(tmp_path, f"dir:{tmp_path / 'absent'}")
+    assert boot_cli.main(args) == 1  # what skiff boot --run serves, without --run
+    status = json.loads(args.status_file.read_text())
+    port, stop = _free_port(), asyncio.Event()
+    task = asyncio.create_task(serve_unconfigured("127.0.0.1", port, status, stop))
+    try:
+        endpoint = AgentEndpoint("127.0.0.1", port)
+        client = AgentClient(endpoint.url, "r-7-VM", ssl.create_default_context(), timeout=3)
+        for _ in range(100):
+            try:
+                await client.status(timeout=3)
+            except aiohttp.ClientSSLError:
+                break  # the listener is up and speaks no TLS
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        reason = await unconfigured_reason(endpoint)
+        assert reason is not None and reason.startswith("unconfigured: ")
+        assert "is not a directory" in reason
+    finally:
+        stop.set()
+        await task
+    assert await unconfigured_reason(AgentEndpoint("127.0.0.1", _free_port())) is None
