@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import json
 import os
@@ -68,13 +69,23 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def entry(argv: list[str] | None = None) -> int:
     """``python -m appliances.agent.boot``: what the image's unit runs. The same as
-    ``skiff boot`` without importing every other subcommand (a faster start)."""
+    ``skiff boot`` without importing every other subcommand (a faster start). The
+    cycle collector stays off until the agent's modules are imported (main turns it
+    back on): the imports make many objects and no cyclic garbage worth a pass."""
+    gc.disable()
     parser = argparse.ArgumentParser(prog="skiff boot", description=DESCRIPTION)
     _arguments(parser)
     return main(parser.parse_args(argv))
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    finally:
+        gc.enable()
+
+
+def _main(args: argparse.Namespace) -> int:
     from appliances.agent.bootconfig import BootConfigError
 
     spec = args.source or _cmdline_source(args.cmdline) or DEFAULT_SOURCE
@@ -103,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from appliances.agent.server import run_agent
 
+    gc.enable()
     return run_agent(agent_args(boot, args))
 
 
@@ -185,7 +197,8 @@ def setup(boot: Boot, args: argparse.Namespace) -> None:
                 _ip(boot, "route", "replace", f"{mgmt}/32", "via", str(c.control.gateway),
                     "dev", c.control.device)
     ssh = bool(c.ssh_authorized_keys) and not args.lab
-    open_boot_firewall(c.control.device, c.agent_port, ssh=ssh)
+    args.boot_firewall = boot_table_exists()  # asked once: each nft costs a few ms
+    open_boot_firewall(c.control.device, c.agent_port, ssh=ssh, exists=args.boot_firewall)
     if args.lab:
         return
     with contextlib.suppress(OSError):
@@ -211,11 +224,12 @@ def boot_table_exists() -> bool:
     return res.returncode == 0
 
 
-def open_boot_firewall(device: str | None, port: int, *, ssh: bool = False) -> bool:
+def open_boot_firewall(device: str | None, port: int, *, ssh: bool = False,
+                       exists: bool | None = None) -> bool:
     """Rewrite the boot table (if the image's nftables.conf made it; the agent removes it
     once the role's ruleset is in place) to let the agent port in on ``device`` (on any
     interface when None: the unconfigured health answer). False when there is no table."""
-    if not boot_table_exists():
+    if not (boot_table_exists() if exists is None else exists):
         return False
     match = f'iifname "{device}" ' if device else ""
     family, table = BOOT_TABLE
@@ -244,7 +258,9 @@ def agent_args(boot: Boot, args: argparse.Namespace) -> argparse.Namespace:
         role=c.role, appliance_id=c.appliance_id, state_dir=args.state_dir,
         listen=str(c.control.address.ip), port=c.agent_port, ca=args.pki_dir / "ca.pem",
         cert=args.pki_dir / "cert.pem", key=args.pki_dir / "key.pem",
-        boot_status=args.status_file, boot_firewall=boot_table_exists(),
+        boot_status=args.status_file,
+        boot_firewall=args.boot_firewall if hasattr(args, "boot_firewall")
+        else boot_table_exists(),
         heartbeat_url=c.heartbeat.url if c.heartbeat else None,
         heartbeat_interval=c.heartbeat.interval if c.heartbeat else 0.0)
 

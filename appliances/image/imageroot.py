@@ -172,13 +172,27 @@ async def prepare(host: Host, appliance: ApplianceRoot, sha: str,
         await host.write_file(f"{appliance.boot_dir}/{name}", data, mode)
 
 
+#: appliances/lab/nsinit.py needs only the standard library.
+NSINIT_FILE = Path(__file__).resolve().parents[1] / "lab" / "nsinit.py"
+
+
+def nsinit_argv(python: str, local: bool = True) -> list[str]:
+    """How to run appliances.lab.nsinit: on this machine as a script without ``site``
+    (-S; -P keeps its folder off sys.path), which starts about 20 ms sooner than the
+    module with a venv's site-packages; on another host as the installed module."""
+    if local and NSINIT_FILE.is_file():
+        return [python, "-S", "-P", str(NSINIT_FILE)]
+    return [python, "-m", "appliances.lab.nsinit"]
+
+
 def boot_argv(host_python: str, lower: str, appliance: ApplianceRoot,
-              extra: Sequence[str] = ()) -> list[str]:
+              extra: Sequence[str] = (), *, local: bool = True) -> list[str]:
     """The command that starts the appliance in the current network namespace: a private
-    mount namespace, the overlay as its root, then the image's ``skiff boot --run``."""
+    mount namespace, the overlay as its root, then the image's ``skiff boot --run``.
+    ``local``: host_python is this machine's (see nsinit_argv)."""
     return [
         "unshare", "--mount", "--propagation", "private", "--",
-        host_python, "-m", "appliances.lab.nsinit",
+        *nsinit_argv(host_python, local),
         "--overlay", f"{lower}:{appliance.upper}:{appliance.work}",
         "--root", appliance.mount, "--bind-ro", f"{appliance.boot_dir}:{BOOT_DIR_IN_IMAGE}",
         "--tmpfs", "/run", "--clean-env", "--",

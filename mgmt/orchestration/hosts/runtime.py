@@ -243,7 +243,8 @@ class NamespaceRuntime:
         await self.x.run(["chmod", "0755", self.state_dir])
         await imageroot.prepare(self.x, root, sha, writer.files(plan, config))
         await self.x.spawn(["ip", "netns", "exec", ns,
-                            *imageroot.boot_argv(self.python, lower, root)],
+                            *imageroot.boot_argv(self.python, lower, root,
+                                                 local=self.x.where == "local")],
                            log=self.log(plan.name, "agent"), env=IPSEC_DATAPATH)
 
     async def start_instance(self, plan: InstancePlan) -> None:
