@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -278,3 +279,24 @@ async def test_the_management_side_reports_an_unconfigured_agent(tmp_path):
         stop.set()
         await task
     assert await unconfigured_reason(AgentEndpoint("127.0.0.1", _free_port())) is None
+
+
+def test_the_heartbeat_url_travels_in_the_boot_configuration(tmp_path):
+    plan = dataclasses.replace(_plan(), heartbeat_url="http://169.254.0.1:8250/skiff/v1/heartbeat",
+                               heartbeat_interval=2.0)
+    folder = writer.write_directory(plan, _config(plan), tmp_path / "b")
+    boot = read_dir(folder)
+    assert boot.config.heartbeat is not None
+    assert (boot.config.heartbeat.url, boot.config.heartbeat.interval) == (
+        plan.heartbeat_url, 2.0)
+    agent = boot_cli.agent_args(boot, _args(tmp_path, f"dir:{folder}"))
+    assert (agent.heartbeat_url, agent.heartbeat_interval) == (plan.heartbeat_url, 2.0)
+    without = read_dir(writer.write_directory(_plan(), _config(_plan()), tmp_path / "c"))
+    assert without.config.heartbeat is None
+    assert "heartbeat" not in (tmp_path / "c" / "boot.json").read_text()
+    assert boot_cli.agent_args(without, _args(tmp_path, "dir:x")).heartbeat_url is None
+    body = json.loads((folder / "boot.json").read_text())
+    for bad in ("ftp://x/", "http:///nohost", "http://a b/"):
+        body["heartbeat"]["url"] = bad
+        with pytest.raises(BootConfigError, match="heartbeat.url"):
+            parse_config(json.dumps(body).encode(), "test")
