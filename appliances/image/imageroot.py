@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,33 @@ def boot_argv(host_python: str, lower: str, appliance: ApplianceRoot,
         PYTHON_IN_IMAGE, "-m", "appliances.agent.boot", "--run", "--lab",
         "--source", f"dir:{BOOT_DIR_IN_IMAGE}", *extra,
     ]
+
+
+def roots_in_use(roots: str = ROOTS) -> set[str]:
+    """Extractions under roots that a running appliance on this machine has mounted (an
+    overlay's lowerdir in some process's mount table)."""
+    prefix = f"lowerdir={roots.rstrip('/')}/"
+    used: set[str] = set()
+    for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            text = mountinfo.read_text()
+        except OSError:
+            continue
+        for part in text.split(prefix)[1:]:
+            used.add(part.split(",", 1)[0].split()[0].split(":", 1)[0])
+    return used
+
+
+def prune(roots: str = ROOTS) -> list[str]:
+    """Remove the extractions (and leftovers of interrupted ones) no running appliance on
+    this machine uses; returns their names. Run it when no appliance is being started."""
+    base = Path(roots)
+    if not base.is_dir():
+        return []
+    used = roots_in_use(roots)
+    removed = []
+    for entry in sorted(base.iterdir()):
+        if entry.is_dir() and entry.name not in used:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
