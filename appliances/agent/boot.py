@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gc
 import ipaddress
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +38,7 @@ DEFAULT_SOURCE = "drive:SKIFFBOOT"
 BOOT_TABLE = ("inet", "skiff_boot")
 DEFAULT_PORT = 8443
 SSH_PORT = 22
+SIOCGIFHWADDR = 0x8927
 
 
 DESCRIPTION = ("The system VM's first program. Without --run it only sets up (interface, "
@@ -190,6 +193,7 @@ def setup(boot: Boot, args: argparse.Namespace) -> None:
     _write_file(args.pki_dir / "key.pem", boot.key, 0o600)
     _ip(boot, "link", "set", "dev", c.control.device, "up")
     _ip(boot, "address", "replace", str(c.control.address), "dev", c.control.device)
+    announce(c.control.device, c.control.address.ip)
     if c.control.gateway is not None:
         with contextlib.suppress(ValueError):
             mgmt = ipaddress.ip_address(c.management.address)
@@ -216,6 +220,26 @@ def _ip(boot: Boot, *argv: str) -> None:
     res = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise BootConfigError(boot.source, f"ip {' '.join(argv)}: {res.stderr.strip()}")
+
+
+def announce(device: str, address: ipaddress.IPv4Address) -> bool:
+    """One gratuitous ARP for the control address (best effort). The management host's
+    first health poll usually arrives before the address exists, and a recreated
+    appliance gets its predecessor's address with a new MAC: either way the host
+    learns the MAC now rather than at its next ARP retry (a second) or when its stale
+    entry times out."""
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            info = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR,
+                               struct.pack("256s", device.encode()[:15]))
+            mac, ip = info[18:24], address.packed
+            arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\0" * 6 + ip
+            frame = b"\xff" * 6 + mac + b"\x08\x06" + arp
+            sock.bind((device, 0))
+            sock.send(frame.ljust(60, b"\0"))
+    except OSError:
+        return False
+    return True
 
 
 def boot_table_exists() -> bool:

@@ -136,8 +136,13 @@ async def running_lab(
     """Build a lab, yield it, and always take it down again.
 
     If the body (or up) fails, the lab's logs are copied to a temp folder first and
-    the exception gets a note naming it.
+    the exception gets a note naming it. ``image`` (else ``$SKIFF_LAB_IMAGE``, unless
+    an agent_cmd is given) runs the routers from that system-VM root file system
+    archive: ``SKIFF_LAB_IMAGE=build/out/skiff-systemvm-rootfs.tar.zst pytest
+    tests/e2e`` runs the lab tests against the image's own daemons.
     """
+    if image is None and agent_cmd is None:
+        image = os.environ.get("SKIFF_LAB_IMAGE") or None
     name = check_name(name or new_lab_name())
     _claim(name)
     try:

@@ -9,10 +9,14 @@ import dataclasses
 import datetime
 import ipaddress
 import json
+import os
+import secrets
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import time
 
 import aiohttp
 import pytest
@@ -300,3 +304,42 @@ def test_the_heartbeat_url_travels_in_the_boot_configuration(tmp_path):
         body["heartbeat"]["url"] = bad
         with pytest.raises(BootConfigError, match="heartbeat.url"):
             parse_config(json.dumps(body).encode(), "test")
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs root and ip")
+def test_boot_announces_the_control_address(tmp_path):
+    """A gratuitous ARP: the management side's stale entry for the control address (a
+    recreated appliance's predecessor's MAC) takes the new appliance's MAC."""
+    lab = "g" + secrets.token_hex(2)
+    mgmt, appliance = f"skf-{lab}-mg", f"skf-{lab}-vm"
+
+    def ip(*argv: str) -> str:
+        return subprocess.run(["ip", *argv], check=True, capture_output=True,
+                              text=True).stdout
+
+    ip("netns", "add", mgmt)
+    ip("netns", "add", appliance)
+    try:
+        ip("-n", mgmt, "link", "add", "name", "ctl", "type", "veth", "peer", "name", "eth1",
+           "netns", appliance)
+        ip("-n", mgmt, "address", "add", "169.254.9.1/24", "dev", "ctl")
+        ip("-n", mgmt, "link", "set", "ctl", "up")
+        ip("-n", mgmt, "neigh", "replace", "169.254.9.5", "lladdr", "02:00:00:00:00:99", "dev",
+           "ctl", "nud", "stale")
+        ip("-n", appliance, "link", "set", "eth1", "up")
+        ip("-n", appliance, "address", "add", "169.254.9.5/24", "dev", "eth1")
+        mac = json.loads(ip("-n", appliance, "-j", "link", "show", "eth1"))[0]["address"]
+        code = ("import ipaddress, sys; from appliances.agent.boot import announce; "
+                "sys.exit(0 if announce('eth1', ipaddress.IPv4Address('169.254.9.5')) else 1)")
+        subprocess.run(["ip", "netns", "exec", appliance, sys.executable, "-c", code],
+                       check=True)
+        for _ in range(100):
+            entry = json.loads(ip("-n", mgmt, "-j", "neigh", "show", "169.254.9.5"))
+            if entry and entry[0].get("lladdr") == mac:
+                break
+            time.sleep(0.02)
+        assert entry[0].get("lladdr") == mac, entry
+    finally:
+        subprocess.run(["ip", "netns", "delete", mgmt], check=False)
+        subprocess.run(["ip", "netns", "delete", appliance], check=False)
