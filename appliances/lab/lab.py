@@ -337,8 +337,11 @@ class Lab:
         await imageroot.prepare(host, root, sha, files)
         return imageroot.boot_argv(sys.executable, lower, root)
 
-    def agent_state_dir(self, router: str = "router") -> Path:
-        """The agent's state folder (rendered configs, the last good document)."""
+    def agent_state_dir(self, router: str = "router", *, inside: bool = False) -> Path:
+        """The agent's state folder (rendered configs, the last good document); with
+        ``inside``, as commands run by ``run_in(router, ...)`` see it."""
+        if self.image and inside:
+            return Path("/var/lib/skiff/agent")
         if self.image:
             return (self.state_dir / f"appliance-{router}" / "root" / "upper" / "var" / "lib"
                     / "skiff" / "agent")
