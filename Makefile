@@ -94,9 +94,9 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# The image tests (tests/image) build the system-VM image once (about 4 minutes cold
-# on 2 cores, about 3 warm) and boot it under qemu; SKIFF_IMAGE_TESTS=0 skips them
-# and their tools.
+# The image tests (tests/image) build the system-VM image once (about 2-4 minutes cold
+# on 2 cores, about 1 with the cached base) and boot it under qemu; SKIFF_IMAGE_TESTS=0
+# skips them and their tools.
 test: deps venv novnc lint
 	@[ "$(SKIFF_IMAGE_TESTS)" = 0 ] || $(MAKE) --no-print-directory image-deps
 	$(VENV)/bin/pytest -q

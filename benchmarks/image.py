@@ -5,9 +5,12 @@
 * **build_warm_s**: the same build again on the now-filled cache (targets: under 2 min).
 * **rootfs_mb**, **qcow2_mb**: the root file system archive and the compressed qcow2
   (target: qcow2 under 300 MB).
-* **ready_lab_ms**: from starting `skiff boot --run` in the unpacked root file system
-  (lab namespaces, the image's own Python) to the agent's first mutual-TLS answer on
-  /v1/health over its control interface, median of 3 (target: under 1 s).
+* **ready_lab_ms**: from starting an appliance as the lab runtime does (its mount
+  namespace over an overlay of the archive's shared extraction, the image's own
+  Python running `skiff boot --run` with a `dir:` boot configuration) to the agent's
+  first mutual-TLS answer on /v1/health over its control interface, median of 3
+  (target: under 1 s). The extraction is made before the clock starts (once per
+  image, as on a host).
 * **ready_qemu_s**: from starting qemu (software emulation here) on the qcow2 with a
   config drive to the agent's first mutual-TLS answer through the forwarded port, one
   run (``na`` without qemu-system-x86_64).
@@ -68,15 +71,13 @@ def ready_lab_ms(archive: Path, scratch: Path) -> Samples:
     plan = RouterPlan(name=name, nics=(NicPlan("eth1", "52:54:00:01:03:02", "control"),),
                       control_ip=ipaddress.IPv4Interface("169.254.77.2/24"), certs=pki)
     config = writer.boot_config(plan, management_address="169.254.77.1")
-    rootfs = labrun.unpack(archive, scratch / "rootfs")
-    rootfs.chmod(0o755)
-    writer.write_directory(plan, config, rootfs / labrun.BOOT_DIR_IN_IMAGE.lstrip("/"))
+    lower, root = labrun.prepare(archive, scratch / "appliance", writer.files(plan, config))
     for run in range(READY_RUNS):
         link = labrun.create("b" + secrets.token_hex(2), "eth1", "169.254.77.1/24")
         proc = None
         try:
             started = time.perf_counter()
-            proc = labrun.start(link, rootfs, scratch / f"agent-{run}.log",
+            proc = labrun.start(link, lower, root, scratch / f"agent-{run}.log",
                                 env={"SKIFF_IPSEC_DATAPATH": "libipsec"})
             code, _ = labrun.wait_ready(link, "https://169.254.77.2:8443/v1/health", proc,
                                         **tls)

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import gc
 import ipaddress
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,6 +38,7 @@ DEFAULT_SOURCE = "drive:SKIFFBOOT"
 BOOT_TABLE = ("inet", "skiff_boot")
 DEFAULT_PORT = 8443
 SSH_PORT = 22
+SIOCGIFHWADDR = 0x8927
 
 
 DESCRIPTION = ("The system VM's first program. Without --run it only sets up (interface, "
@@ -68,13 +72,23 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def entry(argv: list[str] | None = None) -> int:
     """``python -m appliances.agent.boot``: what the image's unit runs. The same as
-    ``skiff boot`` without importing every other subcommand (a faster start)."""
+    ``skiff boot`` without importing every other subcommand (a faster start). The
+    cycle collector stays off until the agent's modules are imported (main turns it
+    back on): the imports make many objects and no cyclic garbage worth a pass."""
+    gc.disable()
     parser = argparse.ArgumentParser(prog="skiff boot", description=DESCRIPTION)
     _arguments(parser)
     return main(parser.parse_args(argv))
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    finally:
+        gc.enable()
+
+
+def _main(args: argparse.Namespace) -> int:
     from appliances.agent.bootconfig import BootConfigError
 
     spec = args.source or _cmdline_source(args.cmdline) or DEFAULT_SOURCE
@@ -87,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
                "control": {"device": boot.config.control.device,
                            "address": str(boot.config.control.address)},
                "management": boot.config.management.model_dump()}
+    if boot.config.heartbeat is not None:
+        summary["heartbeat"] = boot.config.heartbeat.model_dump()
     if args.check:
         print(json.dumps(summary, indent=2))
         return 0
@@ -101,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from appliances.agent.server import run_agent
 
+    gc.enable()
     return run_agent(agent_args(boot, args))
 
 
@@ -176,6 +193,7 @@ def setup(boot: Boot, args: argparse.Namespace) -> None:
     _write_file(args.pki_dir / "key.pem", boot.key, 0o600)
     _ip(boot, "link", "set", "dev", c.control.device, "up")
     _ip(boot, "address", "replace", str(c.control.address), "dev", c.control.device)
+    announce(c.control.device, c.control.address.ip)
     if c.control.gateway is not None:
         with contextlib.suppress(ValueError):
             mgmt = ipaddress.ip_address(c.management.address)
@@ -183,7 +201,8 @@ def setup(boot: Boot, args: argparse.Namespace) -> None:
                 _ip(boot, "route", "replace", f"{mgmt}/32", "via", str(c.control.gateway),
                     "dev", c.control.device)
     ssh = bool(c.ssh_authorized_keys) and not args.lab
-    open_boot_firewall(c.control.device, c.agent_port, ssh=ssh)
+    args.boot_firewall = boot_table_exists()  # asked once: each nft costs a few ms
+    open_boot_firewall(c.control.device, c.agent_port, ssh=ssh, exists=args.boot_firewall)
     if args.lab:
         return
     with contextlib.suppress(OSError):
@@ -203,17 +222,38 @@ def _ip(boot: Boot, *argv: str) -> None:
         raise BootConfigError(boot.source, f"ip {' '.join(argv)}: {res.stderr.strip()}")
 
 
+def announce(device: str, address: ipaddress.IPv4Address) -> bool:
+    """One gratuitous ARP for the control address (best effort). The management host's
+    first health poll usually arrives before the address exists, and a recreated
+    appliance gets its predecessor's address with a new MAC: either way the host
+    learns the MAC now rather than at its next ARP retry (a second) or when its stale
+    entry times out."""
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            info = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR,
+                               struct.pack("256s", device.encode()[:15]))
+            mac, ip = info[18:24], address.packed
+            arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\0" * 6 + ip
+            frame = b"\xff" * 6 + mac + b"\x08\x06" + arp
+            sock.bind((device, 0))
+            sock.send(frame.ljust(60, b"\0"))
+    except OSError:
+        return False
+    return True
+
+
 def boot_table_exists() -> bool:
     res = subprocess.run(["nft", "list", "table", *BOOT_TABLE], capture_output=True,
                          check=False)
     return res.returncode == 0
 
 
-def open_boot_firewall(device: str | None, port: int, *, ssh: bool = False) -> bool:
+def open_boot_firewall(device: str | None, port: int, *, ssh: bool = False,
+                       exists: bool | None = None) -> bool:
     """Rewrite the boot table (if the image's nftables.conf made it; the agent removes it
     once the role's ruleset is in place) to let the agent port in on ``device`` (on any
     interface when None: the unconfigured health answer). False when there is no table."""
-    if not boot_table_exists():
+    if not (boot_table_exists() if exists is None else exists):
         return False
     match = f'iifname "{device}" ' if device else ""
     family, table = BOOT_TABLE
@@ -242,7 +282,11 @@ def agent_args(boot: Boot, args: argparse.Namespace) -> argparse.Namespace:
         role=c.role, appliance_id=c.appliance_id, state_dir=args.state_dir,
         listen=str(c.control.address.ip), port=c.agent_port, ca=args.pki_dir / "ca.pem",
         cert=args.pki_dir / "cert.pem", key=args.pki_dir / "key.pem",
-        boot_status=args.status_file, boot_firewall=boot_table_exists())
+        boot_status=args.status_file,
+        boot_firewall=args.boot_firewall if hasattr(args, "boot_firewall")
+        else boot_table_exists(),
+        heartbeat_url=c.heartbeat.url if c.heartbeat else None,
+        heartbeat_interval=c.heartbeat.interval if c.heartbeat else 0.0)
 
 
 def _failed(args: argparse.Namespace, spec: str, exc: Exception) -> int:

@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -115,6 +116,26 @@ class Pki(_Strict):
     key: str = Field(repr=False)
 
 
+class Heartbeat(_Strict):
+    """Where the agent POSTs its signed heartbeats (``skiff agent --heartbeat-url``): a
+    URL of the management server reachable from the control network."""
+
+    url: str = Field(max_length=512)
+    interval: float = Field(5.0, ge=0.1, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok or any(c.isspace() for c in v):
+            raise ValueError("not an http(s) URL with a host")
+        return v
+
+
 class BootConfig(_Strict):
     format: Literal[1] = FORMAT
     role: str
@@ -123,6 +144,9 @@ class BootConfig(_Strict):
     management: Management
     agent_port: int = Field(8443, ge=1, le=65535)
     ssh_authorized_keys: list[str] = Field(default_factory=list, max_length=16)
+    #: Optional (absent: the agent sends none and is polled). Images built before this
+    #: field refuse a configuration that has it (unknown fields are refused).
+    heartbeat: Heartbeat | None = None
     pki: Pki | None = None
 
     @field_validator("role")

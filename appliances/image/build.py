@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,12 @@ WHEEL_SOURCES = ("pyproject.toml", "README.md", "appliances", "mgmt")
 #: about half its CPU time.
 ZSTD_LEVEL = 9
 EATMYDATA_HOOKS = Path("/usr/share/mmdebstrap/hooks/eatmydata")
+#: Bump when the base stage changes in a way its command line does not show.
+BASE_FORMAT = 1
+#: A cached base older than this is built anew (security updates); --fresh-base forces it.
+BASE_MAX_AGE_S = 7 * 24 * 3600
+#: Cached bases kept (the newest; others are removed when one is stored).
+BASE_KEEP = 2
 DPKG_EXCLUDES = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
@@ -68,6 +75,8 @@ class BuildOptions:
     source_date_epoch: int | None = None
     qcow2: bool = True
     keep_work: bool = False
+    #: Build the base root file system with mmdebstrap even when the cache has it.
+    fresh_base: bool = False
     out: object = sys.stderr
 
 
@@ -113,7 +122,7 @@ def build_image(opts: BuildOptions | None = None) -> Artifacts:
     if opts.mirror:
         recipe = recipe.model_copy(update={"mirror": opts.mirror})
     epoch = opts.source_date_epoch or _default_epoch()
-    progress = Progress(total=6 + 2 * int(opts.qcow2), log_dir=opts.out_dir / "logs",
+    progress = Progress(total=7 + 2 * int(opts.qcow2), log_dir=opts.out_dir / "logs",
                         out=opts.out)
     b = _Build(opts, recipe, epoch, progress)
     if os.geteuid() != 0:
@@ -124,9 +133,11 @@ def build_image(opts: BuildOptions | None = None) -> Artifacts:
         _inputs(b)
     with progress.stage("wheels", "the project's wheel and its dependencies"):
         _wheels(b)
-    with progress.stage("rootfs", f"mmdebstrap, {len(recipe.all_packages())} packages "
-                        f"(cache {opts.cache_dir / 'apt'})"):
+    with progress.stage("rootfs", f"the base: {len(recipe.all_packages())} packages "
+                        f"(mmdebstrap, or the cached base in {opts.cache_dir / 'base'})"):
         _rootfs(b)
+    with progress.stage("venv", f"{recipe.python.venv} with the project's wheels"):
+        _venv(b)
     with progress.stage("customize", "overlay, sysctls, users, services"):
         _customize(b)
     name = recipe.name
@@ -183,7 +194,7 @@ def _inputs(b: _Build) -> None:
     if b.work.exists():
         shutil.rmtree(b.work)
     b.work.mkdir(parents=True)
-    for sub in ("apt", "lists", "wheels"):
+    for sub in ("apt", "lists", "wheels", "base"):
         (b.opts.cache_dir / sub).mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
@@ -246,7 +257,9 @@ def _hook(b: _Build, name: str, body: str) -> str:
     return str(path)
 
 
-def _rootfs(b: _Build) -> None:
+def _mmdebstrap_argv(b: _Build) -> list[str]:
+    """mmdebstrap's command for the base root file system: the recipe's packages, with
+    Debian's own Python but not the project (that goes in after, see ``_venv``)."""
     r = b.recipe
     apt_cache = b.opts.cache_dir / "apt"
     lists_cache = b.opts.cache_dir / "lists"
@@ -254,15 +267,6 @@ def _rootfs(b: _Build) -> None:
         'mkdir -p "$1/etc/initramfs-tools/conf.d"\n'
         f"printf 'MODULES={r.initramfs.modules}\\nCOMPRESS={r.initramfs.compress}\\n' "
         '> "$1/etc/initramfs-tools/conf.d/skiff"\n'))
-    venv = r.python.venv
-    # A clean environment: the builder's PIP_* settings must not reach the image's pip.
-    clean = f"env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SOURCE_DATE_EPOCH={b.epoch} LC_ALL=C.UTF-8"
-    python = _hook(b, "python", (
-        f'chroot "$1" {clean} python3 -m venv {venv}\n'
-        f'chroot "$1" {clean} {venv}/bin/pip install --quiet --no-index --no-cache-dir '
-        "--disable-pip-version-check --root-user-action=ignore "
-        "--find-links /tmp/wheels skiff\n"
-        'rm -rf "$1/tmp/wheels"\n'))
     argv = [
         "mmdebstrap", "--mode=root", f"--variant={r.variant}",
         f"--architectures={r.architecture}", f"--components={','.join(r.components)}",
@@ -280,15 +284,93 @@ def _rootfs(b: _Build) -> None:
         f"--essential-hook={initramfs}",
         f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache}",
         f"--customize-hook=sync-out /var/lib/apt/lists {lists_cache}",
-        f"--customize-hook=copy-in {b.wheels} /tmp",
-        f"--customize-hook={python}",
         r.suite, str(b.rootfs),
     ]
     if r.mirror:
         argv.append(r.mirror)
-    b.progress.run(argv, env=b.env())
+    return argv
+
+
+def base_key(b: _Build, argv: list[str]) -> str:
+    """What the base root file system depends on: mmdebstrap's command (recipe packages,
+    suite, architecture, components, mirror, apt and dpkg options, eatmydata) with this
+    build's own paths taken out, and the hooks' contents. SOURCE_DATE_EPOCH is left out
+    on purpose: it changes with every commit, and the archive clamps mtimes anyway."""
+    work, cache = str(b.work), str(b.opts.cache_dir)
+    generic = [a.replace(work, "<work>").replace(cache, "<cache>") for a in argv]
+    hooks = {p.name: p.read_text() for p in sorted((b.work / "hooks").glob("*"))}
+    data = json.dumps({"format": BASE_FORMAT, "argv": generic, "hooks": hooks},
+                      sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+def _rootfs(b: _Build) -> None:
+    """The base: from the cache when a base with the same inputs is there and younger
+    than BASE_MAX_AGE_S (so security updates still arrive), else mmdebstrap, whose
+    result is then cached. A rebuild with only code changes so skips mmdebstrap."""
+    argv = _mmdebstrap_argv(b)
+    key = base_key(b, argv)
+    bases = b.opts.cache_dir / "base"
+    cached = bases / key
+    age = time.time() - cached.stat().st_mtime if cached.is_dir() else None
+    fresh = age is not None and age < BASE_MAX_AGE_S and not b.opts.fresh_base
+    if fresh:
+        b.progress.say(f"    base {key} from the cache ({age / 3600:.1f} h old)")
+        _copy_tree(b, cached, b.rootfs)
+    else:
+        b.progress.run(argv, env=b.env())
+        b.progress.say(f"    caching the base as {key}")
+        _store_base(b, bases, key)
+    b.inputs["base"] = {"key": key, "from_cache": fresh}
     sources = sorted((b.rootfs / "etc/apt").glob("sources.list*"))
     b.inputs["mirror"] = "".join(p.read_text() for p in sources if p.is_file()).strip()
+
+
+def _copy_tree(b: _Build, source: Path, target: Path) -> None:
+    """cp -a: owners, modes, hard links, device nodes and xattrs (file capabilities)."""
+    if target.exists():
+        shutil.rmtree(target)
+    b.progress.run(["cp", "-a", "--reflink=auto", str(source), str(target)])
+
+
+def _store_base(b: _Build, bases: Path, key: str) -> None:
+    """Copy the fresh base into the cache (atomically: a temporary name, then rename),
+    keeping the newest BASE_KEEP bases."""
+    bases.mkdir(parents=True, exist_ok=True)
+    tmp = bases / f".{key}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _copy_tree(b, b.rootfs, tmp)
+    shutil.rmtree(bases / key, ignore_errors=True)
+    tmp.rename(bases / key)
+    (bases / key).touch()
+    others = sorted((d for d in bases.iterdir() if d.is_dir() and d.name != key),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for stale in others[BASE_KEEP - 1:]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _venv(b: _Build) -> None:
+    """The venv, made by the image's own Python, with the wheels installed offline in
+    a clean environment (the builder's PIP_* settings must not reach the image's pip).
+    The installed modules are byte-compiled as unchecked-hash pycs: the image's files
+    never change, so an import need not read and hash each source (agent start-up)."""
+    venv = b.recipe.python.venv
+    wheels_in_root = b.rootfs / "tmp/wheels"
+    shutil.rmtree(wheels_in_root, ignore_errors=True)
+    shutil.copytree(b.wheels, wheels_in_root)
+    chroot = ["unshare", "--mount", "--propagation", "private", f"--root={b.rootfs}",
+              "--mount-proc", "--", "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+              f"SOURCE_DATE_EPOCH={b.epoch}", "LC_ALL=C.UTF-8", "HOME=/root"]
+    try:
+        b.progress.run([*chroot, "python3", "-m", "venv", venv])
+        b.progress.run([*chroot, f"{venv}/bin/pip", "install", "--quiet", "--no-index",
+                        "--no-cache-dir", "--disable-pip-version-check",
+                        "--root-user-action=ignore", "--find-links", "/tmp/wheels", "skiff"])
+        site = f"{venv}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+        b.progress.run([*chroot, f"{venv}/bin/python", "-m", "compileall", "-q", "-f", "-j0",
+                        "--invalidation-mode", "unchecked-hash", site])
+    finally:
+        shutil.rmtree(wheels_in_root, ignore_errors=True)
 
 
 def _customize(b: _Build) -> None:

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--mirror", help="Debian mirror URL (default: mmdebstrap's for the suite)")
     b.add_argument("--no-qcow2", action="store_true", help="only the root file system archive")
     b.add_argument("--keep-work", action="store_true", help="keep build/out/work (rootfs dir)")
+    b.add_argument("--fresh-base", action="store_true",
+                   help="run mmdebstrap even when the cache has a base root file system "
+                   "with the same inputs (one older than 7 days is rebuilt anyway)")
     b.set_defaults(func=_build)
     v = isub.add_parser("verify", help="check a build's manifest and hashes against the recipe")
     _common(v)
@@ -28,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = isub.add_parser("show", help="print the last build's artifacts as JSON")
     _common(s)
     s.set_defaults(func=_show)
+    r = isub.add_parser("roots", help="list (or prune) the unpacked root file systems that "
+                        "lab appliances run from",
+                        description="The lab runtime unpacks each image's root file system "
+                        "archive once, into a folder named by its sha256 under "
+                        "/var/lib/skiff/image-roots ($SKIFF_IMAGE_ROOTS). --prune removes "
+                        "those no running appliance uses.")
+    r.add_argument("--prune", action="store_true", help="remove the unused ones")
+    r.set_defaults(func=_roots)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -45,7 +56,8 @@ def _build(args: argparse.Namespace) -> int:
 
     opts = BuildOptions(recipe_path=args.recipe, out_dir=args.out,
                         cache_dir=args.cache or DEFAULT_CACHE, mirror=args.mirror,
-                        qcow2=not args.no_qcow2, keep_work=args.keep_work)
+                        qcow2=not args.no_qcow2, keep_work=args.keep_work,
+                        fresh_base=args.fresh_base)
     try:
         result = build_image(opts)
     except (StageError, RecipeError) as exc:
@@ -82,4 +94,18 @@ def _show(args: argparse.Namespace) -> int:
         print(f"skiff image show: no build in {args.out}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({k: str(v) if v else None for k, v in vars(a).items()}, indent=2))
+    return 0
+
+
+def _roots(args: argparse.Namespace) -> int:
+    from appliances.image import imageroot
+
+    if args.prune:
+        for name in imageroot.prune():
+            print(f"removed {imageroot.ROOTS}/{name}")
+        return 0
+    used = imageroot.roots_in_use()
+    base = Path(imageroot.ROOTS)
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        print(f"{entry}\t{'in use' if entry.name in used else 'unused'}")
     return 0

@@ -1,29 +1,28 @@
 """Run an appliance from the image's root file system in lab namespaces (no VM).
 
-The rootfs archive is unpacked into a directory; the appliance runs in its own
-network namespace and a private mount namespace chrooted into that directory
-(``unshare --root --mount-proc``): the image's own Python, agent and daemons,
-the host's kernel. Its control NIC is one end of a veth pair whose other end
-sits in a second namespace, the "management side", so nothing of it touches
-the host's own namespace. Names carry the lab prefix ``skf-<lab>-`` (so
+The small, synchronous building block the image test and benchmark use: an
+appliance namespace and a management-side namespace joined by the control veth,
+so nothing of it touches the host's own namespace, and the appliance started as
+the lab runtime starts one (appliances.image.imageroot: the image's own Python,
+agent and daemons over an overlay of the archive's shared extraction, the boot
+configuration as ``dir:``). Names carry the lab prefix ``skf-<lab>-`` (so
 ``skiff lab down --name <lab>`` finds leftovers).
-
-This is the small building block the image test and benchmark use; the lab
-runtime's per-zone choice of the image builds on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliances.image import imageroot
 from appliances.lab.names import NAME_RE
-
-BOOT_DIR_IN_IMAGE = "/var/lib/skiff/boot"
-PYTHON_IN_IMAGE = "/opt/skiff/bin/python"
 
 
 def unpack(archive: Path, target: Path) -> Path:
@@ -71,18 +70,29 @@ def create(lab: str, device: str, peer_address: str) -> LabLink:
     return link
 
 
-def start(link: LabLink, rootfs: Path, log: Path, source: str = f"dir:{BOOT_DIR_IN_IMAGE}",
+def prepare(archive: Path, home: Path,
+            boot_files: Sequence[tuple[str, bytes, int]]) -> tuple[str, imageroot.ApplianceRoot]:
+    """The archive's shared extraction (unpacked on first use) and the appliance's own
+    folders under home with its boot files: (the extraction, the appliance root)."""
+    async def _prepare() -> tuple[str, imageroot.ApplianceRoot]:
+        host = imageroot.LocalHost()
+        lower, sha = await imageroot.ensure_root(host, str(archive))
+        root = imageroot.ApplianceRoot(str(home))
+        await imageroot.prepare(host, root, sha, boot_files)
+        return lower, root
+
+    return asyncio.run(_prepare())
+
+
+def start(link: LabLink, lower: str, root: imageroot.ApplianceRoot, log: Path,
           env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``skiff boot --run --lab`` (as the image's unit runs it) from the image, in the
-    appliance's namespaces."""
-    argv = ["ip", "netns", "exec", link.ns, "unshare", "--mount", "--propagation", "private",
-            f"--root={rootfs}", "--mount-proc", "--",
-            "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LC_ALL=C.UTF-8", *(f"{k}={v}" for k, v in (env or {}).items()),
-            PYTHON_IN_IMAGE, "-m", "appliances.agent.boot", "--run", "--lab", "--source", source]
+    """The image's ``skiff boot --run --lab`` in the appliance's namespaces, as the lab
+    runtime starts it."""
+    argv = ["ip", "netns", "exec", link.ns, *imageroot.boot_argv(sys.executable, lower, root)]
     with log.open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(env or {})})
 
 
 def get(link: LabLink, url: str, ca: Path | None = None, cert: Path | None = None,
@@ -114,7 +124,7 @@ def wait_ready(link: LabLink, url: str, proc: subprocess.Popen, timeout: float =
         code, data = get(link, url, **tls)
         if code:
             return code, data
-        time.sleep(0.05)
+        time.sleep(0.01)  # the answer's time is what is measured: poll closely
     return code, data
 
 

@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--roadwarrior", action="store_true",
                    help="add the client namespace rw (203.0.113.50 on the public segment, "
                    "default route via 203.0.113.1)")
+    p.add_argument("--image", type=Path, metavar="ARCHIVE",
+                   help="run the routers from this system-VM root file system archive "
+                   "(build/out/skiff-systemvm-rootfs.tar.zst of make image): the image's "
+                   "own Python, agent and daemons, unpacked once per image into "
+                   "/var/lib/skiff/image-roots ($SKIFF_IMAGE_ROOTS)")
     p.set_defaults(func=_up)
 
     p = cmds.add_parser("down", help="remove everything of the lab",
@@ -138,7 +143,7 @@ def _up(args: argparse.Namespace) -> int:
         check_root()
     except LabError as exc:
         return _fail(exc)
-    lab = _lab(args)
+    lab = Lab(args.name, args.state_dir, progress=_progress, image=args.image)
     try:
         desc = asyncio.run(lab.up(guests=args.guests, networks=args.networks,
                                   redundant=args.redundant, roadwarrior=args.roadwarrior))

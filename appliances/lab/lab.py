@@ -17,6 +17,13 @@ is "router".
 
 ``down`` works from the lab name alone (the ``skf-<lab>-`` prefix), so it also
 cleans up after a crash that lost the state folder.
+
+``Lab(name, image=ARCHIVE)`` (``skiff lab up --image``) runs the routers from a
+built system-VM root file system archive instead of this machine's Python: the
+image's own ``skiff boot --run`` over an overlay of its shared extraction, with
+a boot configuration made from the lab PKI (appliances.image.imageroot). The
+agent's state folder is then inside the router's writable layer
+(``<state>/appliance-<router>/root/upper/var/lib/skiff/agent``).
 """
 
 from __future__ import annotations
@@ -94,13 +101,17 @@ def check_tools() -> None:
 
 class Lab:
     def __init__(self, name: str = names.DEFAULT_NAME, state_dir: str | Path | None = None, *,
-                 agent_cmd: Sequence[str] | None = None, progress: Progress | None = None):
+                 agent_cmd: Sequence[str] | None = None, progress: Progress | None = None,
+                 image: str | Path | None = None):
         self.names = LabNames(name)
         self.name = name
         self.state_dir = Path(state_dir) if state_dir else default_state_dir(name)
         #: Command that runs the agent; the agent's own flags are appended to it.
         self.agent_cmd = list(agent_cmd or [sys.executable, "-m", "mgmt.cli", "agent"])
         self.progress: Progress = progress or (lambda _msg: None)
+        #: The system-VM root file system archive the routers run from (None: this
+        #: machine's Python, agent_cmd).
+        self.image = str(Path(image).resolve()) if image else None
         self.control_octet: int | None = None
         self.guests: dict[str, Guest] = {}
         self.pids: dict[str, int] = {}
@@ -201,7 +212,9 @@ class Lab:
         if role in names.ROUTERS:
             pid = self.pids.get(names.ROUTERS[role].agent_key)
             if pid and _in_namespace(pid, ns):
-                return ["nsenter", "-t", str(pid), "-m", "-n", "--", *argv]
+                # from the image: its root, its programs (the agent's view of the files)
+                root = ["-r", "-w"] if self.image else []
+                return ["nsenter", "-t", str(pid), "-m", "-n", *root, "--", *argv]
         return netns.exec_argv(ns, argv)
 
     async def run_in(self, role: str, argv: Sequence[str], *, check: bool = False,
@@ -259,17 +272,22 @@ class Lab:
 
     async def start_agent(self, router: str = "router") -> int:
         spec = self._spec(router)
-        agent_dir = self.state_dir / ("agent" if router == "router" else f"agent-{router}")
-        agent_dir.mkdir(parents=True, exist_ok=True)
-        pki = self.pki_of(router)
-        argv = [
-            "unshare", "--mount", "--propagation", "private", "--",
-            sys.executable, "-m", "appliances.lab.nsinit", "--tmpfs", "/run", "--",
-            *self.agent_cmd,
-            "--role", "router", "--id", self.router_id_of(router), "--state-dir", str(agent_dir),
-            "--listen", self.control_ip_of(router), "--port", str(names.AGENT_PORT),
-            "--ca", str(pki.ca_cert), "--cert", str(pki.server_cert), "--key", str(pki.server_key),
-        ]
+        if self.image:
+            argv = await self._image_argv(router)
+        else:
+            agent_dir = self.state_dir / ("agent" if router == "router" else f"agent-{router}")
+            agent_dir.mkdir(parents=True, exist_ok=True)
+            pki = self.pki_of(router)
+            argv = [
+                "unshare", "--mount", "--propagation", "private", "--",
+                sys.executable, "-m", "appliances.lab.nsinit", "--tmpfs", "/run", "--",
+                *self.agent_cmd,
+                "--role", "router", "--id", self.router_id_of(router),
+                "--state-dir", str(agent_dir),
+                "--listen", self.control_ip_of(router), "--port", str(names.AGENT_PORT),
+                "--ca", str(pki.ca_cert), "--cert", str(pki.server_cert),
+                "--key", str(pki.server_key),
+            ]
         key = spec.agent_key
         # This kernel has no ESP: the agent's strongSwan carries ESP in user space.
         pid = self.spawn_in(router, key, argv, env={IPSEC_DATAPATH_ENV: "libipsec"})
@@ -284,6 +302,50 @@ class Lab:
             raise LabError(f"{exc}; see the agent log {self.log(key)}:\n"
                            f"{daemons.tail(self.log(key))}") from None
         return pid
+
+    async def _image_argv(self, router: str) -> list[str]:
+        """The router's boot configuration (from the lab PKI) and the command that runs
+        the image's ``skiff boot --run`` with it."""
+        from appliances.agent.bootconfig import (
+            BOOT_JSON,
+            CA_FILE,
+            CERT_FILE,
+            KEY_FILE,
+            BootConfig,
+            Control,
+            Management,
+        )
+        from appliances.image import imageroot
+
+        assert self.image is not None and self.control_octet is not None
+        host = imageroot.LocalHost()
+        try:
+            lower, sha = await imageroot.ensure_root(host, self.image)
+        except imageroot.ImageRootError as exc:
+            raise LabError(str(exc)) from None
+        host_ip, control = names.control_addresses(self.control_octet, router)
+        config = BootConfig(role="router", appliance_id=self.router_id_of(router),
+                            control=Control(device="eth1", address=control),
+                            management=Management(address=str(host_ip.ip)),
+                            agent_port=names.AGENT_PORT)
+        pki = self.pki_of(router)
+        files = [(BOOT_JSON, config.model_dump_json(exclude_none=True).encode(), 0o644),
+                 (CA_FILE, pki.ca_cert.read_bytes(), 0o644),
+                 (CERT_FILE, pki.server_cert.read_bytes(), 0o644),
+                 (KEY_FILE, pki.server_key.read_bytes(), 0o600)]
+        root = imageroot.ApplianceRoot(str(self.state_dir / f"appliance-{router}"))
+        await imageroot.prepare(host, root, sha, files)
+        return imageroot.boot_argv(sys.executable, lower, root)
+
+    def agent_state_dir(self, router: str = "router", *, inside: bool = False) -> Path:
+        """The agent's state folder (rendered configs, the last good document); with
+        ``inside``, as commands run by ``run_in(router, ...)`` see it."""
+        if self.image and inside:
+            return Path("/var/lib/skiff/agent")
+        if self.image:
+            return (self.state_dir / f"appliance-{router}" / "root" / "upper" / "var" / "lib"
+                    / "skiff" / "agent")
+        return self.state_dir / ("agent" if router == "router" else f"agent-{router}")
 
     async def stop_agent(self, router: str = "router", grace: float = 5.0) -> None:
         pid = self.pids.pop(self._spec(router).agent_key, None)
@@ -552,6 +614,7 @@ class Lab:
             "name": self.name,
             "prefix": n.prefix,
             "state_dir": str(self.state_dir),
+            "image": self.image,
             "namespaces": {role: n.ns(role) for role in (
                 "switch", "internet", *self.routers,
                 *((names.ROADWARRIOR,) if self.roadwarrior else ()),
@@ -664,6 +727,7 @@ class Lab:
         lab.roadwarrior = bool(state.get("roadwarrior", False))
         lab.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
         lab.agent_cmd = state.get("agent_cmd") or lab.agent_cmd
+        lab.image = data.get("image")
         if state.get("document"):
             lab.document = parse_document(state["document"])
         for router, doc in (state.get("documents") or {}).items():

@@ -131,18 +131,24 @@ async def running_lab(
     agent_cmd: Sequence[str] | None = None,
     progress: Progress | None = None,
     keep_logs_on_error: bool = True,
+    image: str | Path | None = None,
 ) -> AsyncIterator[Lab]:
     """Build a lab, yield it, and always take it down again.
 
     If the body (or up) fails, the lab's logs are copied to a temp folder first and
-    the exception gets a note naming it.
+    the exception gets a note naming it. ``image`` (else ``$SKIFF_LAB_IMAGE``, unless
+    an agent_cmd is given) runs the routers from that system-VM root file system
+    archive: ``SKIFF_LAB_IMAGE=build/out/skiff-systemvm-rootfs.tar.zst pytest
+    tests/e2e`` runs the lab tests against the image's own daemons.
     """
+    if image is None and agent_cmd is None:
+        image = os.environ.get("SKIFF_LAB_IMAGE") or None
     name = check_name(name or new_lab_name())
     _claim(name)
     try:
         await cleanup_stale_test_labs(progress)
         state_dir = Path(state_dir or tempfile.mkdtemp(prefix=f"skiff-lab-{name}-"))
-        lab = Lab(name, state_dir, agent_cmd=agent_cmd,
+        lab = Lab(name, state_dir, agent_cmd=agent_cmd, image=image,
                   progress=progress or (lambda msg: print(f"lab {name}: {msg}",
                                                           file=sys.stderr)))
         try:

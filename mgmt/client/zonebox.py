@@ -30,12 +30,17 @@ class Zone:
 
 
 def build_zone(api: Any, lab: str, *, name: str = "zone1",
-               say: Callable[[str], None] = lambda _m: None) -> Zone:
+               say: Callable[[str], None] = lambda _m: None,
+               host_url: str | None = None) -> Zone:
     """Create everything a tenant needs to deploy instances; ``api`` is a cs client.
 
     The host is ``netns://<lab>``: the namespace fabric named like a lab on this
-    machine, whose Internet namespace answers at 203.0.113.1.
+    machine, whose Internet namespace answers at 203.0.113.1. ``host_url``
+    ``qemu://<lab>?image=...`` makes it a KVM host whose routers are qemu VMs on the
+    same fabric (mgmt.orchestration.hosts.qemu).
     """
+    url = host_url or f"netns://{lab}"
+    hypervisor = "KVM" if url.startswith("qemu://") else "Netns"
     zone = api.createZone(name=name, networktype="Advanced", dns1=PUBLIC_GATEWAY,
                           internaldns1=PUBLIC_GATEWAY, guestcidraddress="10.1.1.0/24",
                           allocationstate="Enabled")["zone"]
@@ -49,10 +54,10 @@ def build_zone(api: Any, lab: str, *, name: str = "zone1",
                         netmask="255.255.255.0", startip="172.31.0.10",
                         endip="172.31.0.20")["pod"]
     cluster = api.addCluster(zoneid=zone["id"], podid=pod["id"], clustername=f"{name}-cl",
-                             clustertype="CloudManaged", hypervisor="Netns")["cluster"][0]
-    say(f"host netns://{lab} (namespaces on this machine)")
+                             clustertype="CloudManaged", hypervisor=hypervisor)["cluster"][0]
+    say(f"host {url} ({'namespaces' if hypervisor == 'Netns' else 'VMs'} on this machine)")
     host = api.addHost(zoneid=zone["id"], podid=pod["id"], clusterid=cluster["id"],
-                       hypervisor="Netns", url=f"netns://{lab}")["host"][0]
+                       hypervisor=hypervisor, url=url)["host"][0]
     api.createVlanIpRange(zoneid=zone["id"], physicalnetworkid=phys["id"],
                           gateway=PUBLIC_GATEWAY, netmask=PUBLIC_NETMASK,
                           startip=PUBLIC_RANGE[0], endip=PUBLIC_RANGE[1],

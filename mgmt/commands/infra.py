@@ -592,7 +592,19 @@ async def add_host(call, args) -> ListResult:
     """Record a host. With no agent to talk to yet, it starts in state Up (resource state
     Enabled); a later issue connects real host drivers that set the state from the host."""
     ssh = args["url"].lower().startswith("ssh://")
-    if args["hypervisor"] == "KVM" and not ssh and not (args["username"] and args["password"]):
+    # qemu://<lab>?image=...: VMs under qemu on this machine (KVM, or TCG without it)
+    qemu = args["url"].lower().startswith("qemu://")
+    if qemu:
+        from mgmt.orchestration.hosts.qemu import parse_qemu_url
+
+        if args["hypervisor"] != "KVM":
+            raise param_error("url: a qemu:// host is a KVM host (hypervisor=KVM)")
+        try:
+            parse_qemu_url(args["url"])
+        except ValueError as exc:
+            raise param_error(f"url: {exc}") from None
+    if args["hypervisor"] == "KVM" and not (ssh or qemu) and not (
+            args["username"] and args["password"]):
         raise param_error("username and password are required for a KVM host")
     address = _parse_host_url(args["url"])
     if args["hypervisor"] == "Netns":
@@ -630,7 +642,8 @@ async def add_host(call, args) -> ListResult:
             )
         if await _count(session, Host, Host.name == address):
             raise param_error(f"host {address} (url) has been added already")
-        cpus, speed, memory = _local_capacity() if args["hypervisor"] == "Netns" else (0, 0, 0)
+        local = args["hypervisor"] == "Netns" or qemu
+        cpus, speed, memory = _local_capacity() if local else (0, 0, 0)
         host_key = None
         if ssh:
             host_key, (cpus, speed, memory) = await _prepare_ssh_host(args, address)

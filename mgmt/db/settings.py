@@ -92,6 +92,11 @@ DEFAULTS: tuple[Setting, ...] = (
             "once, none is recreated automatically (the likely cause is the network or the "
             "management server, not the routers) and an alert is raised.",
             range=(0.0, 1.0)),
+    Setting("system.vm.image", "", "Advanced",
+            "The system-VM root file system archive (its absolute path on the hosts, e.g. "
+            "build/out/skiff-systemvm-rootfs.tar.zst from make image) that namespace hosts "
+            "start the zone's routers from: the image's own Python and daemons. Empty: the "
+            "hosts' own environment. Routers started after a change use it.", scope="zone"),
     Setting("remote.access.vpn.client.iprange", "10.1.2.1-10.1.2.8", "Network",
             "Addresses remote access VPN clients get.", scope="account"),
     Setting("remote.access.vpn.user.limit", 8, "Network",

@@ -23,6 +23,7 @@ from appliances.agent.bootconfig import (
     KEY_FILE,
     BootConfig,
     Control,
+    Heartbeat,
     Management,
     Pki,
     encode_inline,
@@ -39,7 +40,8 @@ def boot_config(plan: RouterPlan, *, management_address: str, management_port: i
                 agent_port: int = 8443, inline_pki: bool = False,
                 role: str = "router") -> BootConfig:
     """The validated configuration for plan's appliance (ValueError if it is not valid).
-    A console proxy or storage VM passes its role; its plan is RouterPlan-shaped."""
+    A console proxy or storage VM passes its role; its plan is RouterPlan-shaped. The
+    plan's heartbeat URL and interval, when it has one, go in too."""
     control = next((n for n in plan.nics if n.role == "control"), None)
     if control is None:
         raise HostError(f"router {plan.name} has no control NIC")
@@ -51,9 +53,17 @@ def boot_config(plan: RouterPlan, *, management_address: str, management_port: i
         management=Management(address=management_address, port=management_port),
         agent_port=agent_port,
         ssh_authorized_keys=list(ssh_keys),
+        heartbeat=Heartbeat(url=plan.heartbeat_url, interval=plan.heartbeat_interval or 5.0)
+        if plan.heartbeat_url else None,
         pki=Pki(ca=plan.certs.ca, cert=plan.certs.cert, key=plan.certs.key)
         if inline_pki else None,
     )
+
+
+def files(plan: RouterPlan, config: BootConfig) -> list[tuple[str, bytes, int]]:
+    """(name, content, mode) of each file of a drive or directory (for writers that go
+    through a host's executor rather than this machine's file system)."""
+    return _files(plan, config)
 
 
 def _files(plan: RouterPlan, config: BootConfig) -> list[tuple[str, bytes, int]]:

@@ -9,15 +9,18 @@ last seen, for listRouters and the reconcile loop.
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import aiohttp
 
 from mgmt.commands.common import date
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.types import utcnow
-from mgmt.orchestration.hosts.driver import HostHealth
+from mgmt.orchestration.hosts.driver import AgentEndpoint, HostHealth
 
 __all__ = ["HostHealth", "Status", "check", "checks_from", "look"]
 
@@ -84,7 +87,11 @@ async def look(orch, router_id: int) -> Status:
         client = await orch.agent(host, vm, router, timeout=STATUS_TIMEOUT)
         reply = await client.status(timeout=STATUS_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure means: did not answer
-        return Status(False, error=f"{type(exc).__name__}: {exc}")
+        reason = None
+        if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError) and router.control_ip:
+            endpoint = await orch.driver(host).agent_endpoint(vm.name, router.control_ip)
+            reason = await unconfigured_reason(endpoint)
+        return Status(False, error=reason or f"{type(exc).__name__}: {exc}")
     if not reply.ok or not isinstance(reply.body, dict):
         return Status(False, error=f"HTTP {reply.status}: {str(reply.body)[:300]}")
     body = reply.body
@@ -100,6 +107,26 @@ async def look(orch, router_id: int) -> Status:
             router.redundant_state = state
         await session.commit()
     return found
+
+
+async def unconfigured_reason(endpoint: AgentEndpoint,
+                              timeout: float = STATUS_TIMEOUT) -> str | None:
+    """``unconfigured: <why>`` when the agent at endpoint runs without a usable boot
+    configuration (it then has no certificate, so the mutual-TLS handshake fails, and
+    answers /v1/status over plain HTTP with 503 and the boot error); else None."""
+    url = f"http://{endpoint.host}:{endpoint.port}/v1/status"
+    try:
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
+                    s.get(url) as resp):
+            if resp.status != 503:
+                return None
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("status") != "unconfigured":
+        return None
+    boot = body.get("boot") if isinstance(body.get("boot"), dict) else {}
+    return f"unconfigured: {str(boot.get('error') or 'no boot configuration')[:500]}"
 
 
 async def check(orch, router_id: int) -> list[dict[str, Any]]:

@@ -34,8 +34,13 @@ PUSH_TIMEOUT = 120.0
 
 
 def make_driver(host: Host) -> HostDriver:
-    """The driver for a host row, from its URL: netns://<lab> or ssh://[user@]host[:port]."""
+    """The driver for a host row, from its URL: netns://<lab>, qemu://<lab>?image=<qcow2>
+    or ssh://[user@]host[:port]."""
     parts = urlsplit(host.url if "://" in host.url else f"netns://{host.url}")
+    if parts.scheme == "qemu":
+        from mgmt.orchestration.hosts.qemu import QemuHostDriver
+
+        return QemuHostDriver.from_url(host.url)
     if parts.scheme == "netns" or host.hypervisor == "Netns":
         from mgmt.orchestration.hosts.netns import NetnsHostDriver
 
@@ -47,7 +52,7 @@ def make_driver(host: Host) -> HostDriver:
             raise HostError(f"host {host.name}: SSH hosts are not supported here ({exc})") from exc
         return SshHostDriver.for_host(host)  # type: ignore[no-any-return]
     raise HostError(f"host {host.name}: no driver for URL {host.url!r} "
-                    "(use netns://<lab name> or ssh://<address>)")
+                    "(use netns://<lab name>, qemu://<lab name>?image=... or ssh://<address>)")
 
 
 class Orchestrator:
@@ -160,6 +165,13 @@ class Orchestrator:
             log.warning("host %s: no heartbeats: %s", host.name, exc)
             return None, 0.0
         return (url, max(interval, 0.1)) if url else (None, 0.0)
+
+    async def system_vm_image(self, host: Host) -> str | None:
+        """The zone's ``system.vm.image`` for routers on host (None: the host's own
+        environment)."""
+        async with self.db.sessions() as session:
+            image = await get_setting(session, "system.vm.image", {"zone": host.zone_id})
+        return str(image).strip() or None
 
     async def record_event(self, type_: str, description: str, account_id: int | None,
                            domain_id: int | None, level: str = "INFO") -> None:

@@ -142,6 +142,7 @@ async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> No
             certs=orch.ca.issue_agent(vm.name, control_ip),
             cpu_number=vm.cpu_number, memory_mib=vm.memory,
             heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval,
+            image=await orch.system_vm_image(host),
         )
         nics["Control"].ip_address = control_ip
         await session.commit()

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import ipaddress
 import json
+import os
+import secrets
 import shutil
 import socket
+import ssl
 import subprocess
+import sys
+import time
 
 import aiohttp
 import pytest
@@ -246,3 +252,94 @@ async def test_unconfigured_agent_answers_with_the_reason():
     finally:
         stop.set()
         await task
+
+
+async def test_the_management_side_reports_an_unconfigured_agent(tmp_path):
+    """The agent's mutual-TLS status fails (it has no certificate); the server's health
+    look then reads the plain-HTTP 503 and reports why the appliance is unconfigured."""
+    from appliances.lab.agentclient import AgentClient
+    from mgmt.orchestration.health import unconfigured_reason
+    from mgmt.orchestration.hosts.driver import AgentEndpoint
+
+    args = _args(tmp_path, f"dir:{tmp_path / 'absent'}")
+    assert boot_cli.main(args) == 1  # what skiff boot --run serves, without --run
+    status = json.loads(args.status_file.read_text())
+    port, stop = _free_port(), asyncio.Event()
+    task = asyncio.create_task(serve_unconfigured("127.0.0.1", port, status, stop))
+    try:
+        endpoint = AgentEndpoint("127.0.0.1", port)
+        client = AgentClient(endpoint.url, "r-7-VM", ssl.create_default_context(), timeout=3)
+        for _ in range(100):
+            try:
+                await client.status(timeout=3)
+            except aiohttp.ClientSSLError:
+                break  # the listener is up and speaks no TLS
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        reason = await unconfigured_reason(endpoint)
+        assert reason is not None and reason.startswith("unconfigured: ")
+        assert "is not a directory" in reason
+    finally:
+        stop.set()
+        await task
+    assert await unconfigured_reason(AgentEndpoint("127.0.0.1", _free_port())) is None
+
+
+def test_the_heartbeat_url_travels_in_the_boot_configuration(tmp_path):
+    plan = dataclasses.replace(_plan(), heartbeat_url="http://169.254.0.1:8250/skiff/v1/heartbeat",
+                               heartbeat_interval=2.0)
+    folder = writer.write_directory(plan, _config(plan), tmp_path / "b")
+    boot = read_dir(folder)
+    assert boot.config.heartbeat is not None
+    assert (boot.config.heartbeat.url, boot.config.heartbeat.interval) == (
+        plan.heartbeat_url, 2.0)
+    agent = boot_cli.agent_args(boot, _args(tmp_path, f"dir:{folder}"))
+    assert (agent.heartbeat_url, agent.heartbeat_interval) == (plan.heartbeat_url, 2.0)
+    without = read_dir(writer.write_directory(_plan(), _config(_plan()), tmp_path / "c"))
+    assert without.config.heartbeat is None
+    assert "heartbeat" not in (tmp_path / "c" / "boot.json").read_text()
+    assert boot_cli.agent_args(without, _args(tmp_path, "dir:x")).heartbeat_url is None
+    body = json.loads((folder / "boot.json").read_text())
+    for bad in ("ftp://x/", "http:///nohost", "http://a b/"):
+        body["heartbeat"]["url"] = bad
+        with pytest.raises(BootConfigError, match="heartbeat.url"):
+            parse_config(json.dumps(body).encode(), "test")
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs root and ip")
+def test_boot_announces_the_control_address(tmp_path):
+    """A gratuitous ARP: the management side's stale entry for the control address (a
+    recreated appliance's predecessor's MAC) takes the new appliance's MAC."""
+    lab = "g" + secrets.token_hex(2)
+    mgmt, appliance = f"skf-{lab}-mg", f"skf-{lab}-vm"
+
+    def ip(*argv: str) -> str:
+        return subprocess.run(["ip", *argv], check=True, capture_output=True,
+                              text=True).stdout
+
+    ip("netns", "add", mgmt)
+    ip("netns", "add", appliance)
+    try:
+        ip("-n", mgmt, "link", "add", "name", "ctl", "type", "veth", "peer", "name", "eth1",
+           "netns", appliance)
+        ip("-n", mgmt, "address", "add", "169.254.9.1/24", "dev", "ctl")
+        ip("-n", mgmt, "link", "set", "ctl", "up")
+        ip("-n", mgmt, "neigh", "replace", "169.254.9.5", "lladdr", "02:00:00:00:00:99", "dev",
+           "ctl", "nud", "stale")
+        ip("-n", appliance, "link", "set", "eth1", "up")
+        ip("-n", appliance, "address", "add", "169.254.9.5/24", "dev", "eth1")
+        mac = json.loads(ip("-n", appliance, "-j", "link", "show", "eth1"))[0]["address"]
+        code = ("import ipaddress, sys; from appliances.agent.boot import announce; "
+                "sys.exit(0 if announce('eth1', ipaddress.IPv4Address('169.254.9.5')) else 1)")
+        subprocess.run(["ip", "netns", "exec", appliance, sys.executable, "-c", code],
+                       check=True)
+        for _ in range(100):
+            entry = json.loads(ip("-n", mgmt, "-j", "neigh", "show", "169.254.9.5"))
+            if entry and entry[0].get("lladdr") == mac:
+                break
+            time.sleep(0.02)
+        assert entry[0].get("lladdr") == mac, entry
+    finally:
+        subprocess.run(["ip", "netns", "delete", mgmt], check=False)
+        subprocess.run(["ip", "netns", "delete", appliance], check=False)

@@ -123,11 +123,15 @@ class ServerProcess:
 
 
 class Cloud:
-    def __init__(self, lab: str, home: Path, db: str | None = None, processes: bool = False):
+    """``host_url``: the zone's host (default netns://<lab>; e.g. qemu://<lab>?image=...)."""
+
+    def __init__(self, lab: str, home: Path, db: str | None = None, processes: bool = False,
+                 host_url: str | None = None):
         self.lab = lab
         self.home = home
         self.db = db  # None: SQLite in home
         self.processes = processes
+        self.host_url = host_url
         self.server: ManagementServer | None = None  # the in-process server
         self.servers: list[ServerProcess] = []  # the server processes, first one first
         self.api: CloudStack | None = None
@@ -148,7 +152,8 @@ class Cloud:
             admin = self.server.admin
             keys = (admin.apikey, admin.secretkey)
         self.api = client(url, *keys)
-        self.zone = await asyncio.to_thread(build_zone, self.api, self.lab)
+        self.zone = await asyncio.to_thread(build_zone, self.api, self.lab,
+                                            host_url=self.host_url)
         return self
 
     async def add_server(self, home: Path) -> ServerProcess:
@@ -208,8 +213,9 @@ class Cloud:
 
 
 @contextlib.asynccontextmanager
-async def cloud(lab: str, home: Path, db: str | None = None, processes: bool = False):
-    c = Cloud(lab, home, db, processes)
+async def cloud(lab: str, home: Path, db: str | None = None, processes: bool = False,
+                host_url: str | None = None):
+    c = Cloud(lab, home, db, processes, host_url)
     try:
         yield await c.start()
     finally:

@@ -234,7 +234,7 @@ async def test_tls_termination(lab):
                                                           "private_key": key}))
     ok, body = await fetch(lab, f"https://{LB_IP}/", "-k", src=CLIENT_OK)
     assert ok and f"xff={CLIENT_OK}" in body, body
-    pems = list((lab.state_dir / "agent" / "haproxy" / "certs").glob("web-*.pem"))
+    pems = list((lab.agent_state_dir() / "haproxy" / "certs").glob("web-*.pem"))
     assert len(pems) == 1 and pems[0].stat().st_mode & 0o777 == 0o600
 
 

@@ -199,10 +199,7 @@ async def _ready(value):
 
 async def _external_has(lab: Lab, router: str) -> bool:
     """The backup's conntrackd holds g1's established connection to the internet."""
-    conf = (
-        f"{lab.state_dir}/{'agent' if router == 'router' else 'agent-' + router}"
-        "/redundancy/conntrackd.conf"
-    )
+    conf = str(lab.agent_state_dir(router, inside=True) / "redundancy" / "conntrackd.conf")
     res = await lab.run_in(router, ["conntrackd", "-C", conf, "-e"])
     return any(
         "ESTABLISHED src=10.1.1.11 dst=203.0.113.1 " in line and "dport=80 " in line
@@ -211,7 +208,7 @@ async def _external_has(lab: Lab, router: str) -> bool:
 
 
 def _agent_dir(lab: Lab, router: str):
-    return lab.state_dir / ("agent" if router == "router" else f"agent-{router}")
+    return lab.agent_state_dir(router)
 
 
 async def test_a_new_public_ip_reaches_the_primary_through_a_keepalived_reload(lab):
@@ -238,10 +235,12 @@ async def _has(lab: Lab, router: str, address: str) -> bool:
 
 async def test_a_primary_that_loses_dnsmasq_gives_up_primary(lab):
     primary, backup = await primary_and_backup(lab)
-    conf = _agent_dir(lab, primary) / "dnsmasq" / "dnsmasq.conf"
-    aside = conf.with_name("dnsmasq.conf.aside")
+    # renamed as the router sees its files (from the image, they are in its overlay)
+    conf = str(lab.agent_state_dir(primary, inside=True) / "dnsmasq" / "dnsmasq.conf")
+    aside = f"{conf}.aside"
     pid = (await pair.service_status(lab, primary, "dnsmasq"))["daemon"]["pid"]
-    conf.rename(aside)  # every restart of dnsmasq now fails at once
+    # every restart of dnsmasq now fails at once
+    assert (await lab.run_in(primary, ["mv", conf, aside])).ok
     try:
         os.kill(pid, signal.SIGKILL)
         await pair.wait_state(lab, backup, "PRIMARY", STATE_TIMEOUT)
@@ -249,7 +248,7 @@ async def test_a_primary_that_loses_dnsmasq_gives_up_primary(lab):
         assert status["vrrp"]["fault_reason"] == "dnsmasq down", status
         assert status["vrrp"]["state"] in ("FAULT", "BACKUP")
     finally:
-        aside.rename(conf)
+        assert (await lab.run_in(primary, ["mv", aside, conf])).ok
     # The new primary serves; the old one comes back as BACKUP, its dnsmasq paused.
     assert await addresses(lab, backup) >= VIPS
     assert (await fetch(lab, "g1", f"http://{INTERNET}/")).startswith("internet 203.0.113.10:")

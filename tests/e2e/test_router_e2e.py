@@ -216,7 +216,7 @@ async def resolves(lab: Lab, where: str, name: str, ip: str) -> bool:
 
 
 def router_leases(lab: Lab) -> str:
-    path = lab.state_dir / "agent" / "dnsmasq" / "leases"
+    path = lab.agent_state_dir() / "dnsmasq" / "leases"
     return path.read_text() if path.exists() else ""
 
 

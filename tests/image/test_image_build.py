@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -98,19 +99,21 @@ def _pki(name: str, address: str = "169.254.77.2"):
 
 
 @pytest.mark.lab
-def test_agent_from_the_rootfs_answers_in_a_lab_namespace(unpacked_rootfs, tmp_path):
+def test_agent_from_the_rootfs_answers_in_a_lab_namespace(built_image, tmp_path):
     name = "r-77-VM"
     appliance, client_cert, client_key = _pki(name)
     plan = RouterPlan(name=name, nics=(NicPlan("eth1", "52:54:00:01:03:02", "control"),),
                       control_ip=ipaddress.IPv4Interface("169.254.77.2/24"), certs=appliance)
     config = writer.boot_config(plan, management_address="169.254.77.1")
-    writer.write_directory(plan, config, unpacked_rootfs / labrun.BOOT_DIR_IN_IMAGE.lstrip("/"))
+    tmp_path.chmod(0o755)
+    lower, root = labrun.prepare(built_image.rootfs, tmp_path / "appliance",
+                                 writer.files(plan, config))
     files = _client_files(tmp_path, appliance, client_cert, client_key)
     lab = "i" + secrets.token_hex(2)
     link = labrun.create(lab, "eth1", "169.254.77.1/24")
     proc = None
     try:
-        proc = labrun.start(link, unpacked_rootfs, tmp_path / "agent.log",
+        proc = labrun.start(link, lower, root, tmp_path / "agent.log",
                             env={"SKIFF_IPSEC_DATAPATH": "libipsec"})
         base = "https://169.254.77.2:8443"
         code, body = labrun.wait_ready(link, f"{base}/v1/health", proc, **files)
@@ -121,8 +124,9 @@ def test_agent_from_the_rootfs_answers_in_a_lab_namespace(unpacked_rootfs, tmp_p
         assert code == 200
         assert status["appliance_id"] == name and status["boot"]["ok"] is True
         # the agent is the image's: its venv, its Python
-        exe = Path(f"/proc/{_agent_pid(link)}/exe").resolve()
-        assert str(exe).startswith(str(unpacked_rootfs))
+        pid = _agent_pid(link)
+        assert os.stat(f"/proc/{pid}/root").st_ino != os.stat("/").st_ino
+        assert Path(f"/proc/{pid}/root/etc/skiff/image.json").is_file()
         code, _ = labrun.get(link, f"{base}/v1/health")  # no client certificate
         assert code != 200
     finally:

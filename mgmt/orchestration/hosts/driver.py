@@ -10,21 +10,22 @@ zone's public network is the segment ``PUBLIC_VNI``. A host bridges the
 segments its routers and instances use; a segment that spans hosts is carried
 by VXLAN between the hosts' underlay addresses (``peers``).
 
-Two drivers exist: ``netns`` (the lab's namespace runtime on the management
-server's own machine, mgmt.orchestration.hosts.netns) and ``ssh`` (a remote
-Linux host driven over SSH, mgmt.orchestration.hosts.ssh). A qemu/KVM driver
-would boot the system-VM image with the same plans: a plan names NICs by
-device, MAC and segment, and carries the appliance's certificates as PEM text
-that a config drive could hold.
+Three drivers exist: ``netns`` (the lab's namespace runtime on the management
+server's own machine, mgmt.orchestration.hosts.netns), ``ssh`` (a remote
+Linux host driven over SSH, mgmt.orchestration.hosts.ssh) and ``qemu`` (the
+netns fabric with routers as VMs booted from the system-VM image,
+mgmt.orchestration.hosts.qemu): a plan names NICs by device, MAC and segment,
+and carries the appliance's certificates as PEM text that a config drive holds.
 
 Heartbeats. A router's agent POSTs signed heartbeats to the URL in its plan
 (``RouterPlan.heartbeat_url``). The driver decides that URL
 (``heartbeat_url``): one the router reaches from its control NIC, ending at a
 heartbeat-only listener of the management server (``HeartbeatSink``). The netns
 driver listens on its host's control address itself; the ssh driver forwards the
-remote host's control address back over its SSH connection; a qemu driver would
-do either. A driver that returns None starts agents without heartbeats: they are
-polled, as before.
+remote host's control address back over its SSH connection; the qemu driver's
+VMs reach the netns listener through the control bridge (the URL travels in
+their boot configuration). A driver that returns
+None starts agents without heartbeats: they are polled, as before.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class RouterPlan:
     ``control_ip`` is an address in the host's ``control_network`` on the control NIC.
     ``heartbeat_url`` (from ``HostDriver.heartbeat_url``): where the agent sends its
     signed heartbeats every ``heartbeat_interval`` seconds; None: it sends none.
+    ``image`` (the zone's ``system.vm.image``): the system-VM root file system archive
+    the namespace runtime starts the router from (the image's own Python and daemons);
+    None: the host's own environment. The qemu driver boots the qcow2 its URL names.
     """
 
     name: str
@@ -89,6 +93,7 @@ class RouterPlan:
     memory_mib: int = 256
     heartbeat_url: str | None = None
     heartbeat_interval: float = 0.0
+    image: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ the executor differs. On a host:
   other end is a port of the segment's bridge (its name derived from the
   appliance name and device, at most 15 characters);
 - a router runs the agent in its own mount namespace (private /run), with its
-  certificates in ``<state_dir>/<name>/pki``; an instance runs the lab's small
+  certificates in ``<state_dir>/<name>/pki``; or, when its plan names a system-VM
+  image (a root file system archive), the image's own ``skiff boot --run`` chrooted
+  into an overlay of that image's shared extraction, with the boot configuration
+  in ``<state_dir>/<name>/boot`` (appliances.image.imageroot); an instance runs the lab's small
   HTTP server and busybox udhcpc with the lab's own event script (which never
   touches the host's /etc/resolv.conf).
 
@@ -198,6 +201,9 @@ class NamespaceRuntime:
         await self.in_ns(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         if await self._alive(ns, "agent"):
             return
+        if plan.image:
+            await self._start_router_from_image(plan, ns)
+            return
         home = self.appliance_dir(plan.name)
         pki = f"{home}/pki"
         await self.x.write_file(f"{pki}/ca.pem", plan.certs.ca.encode(), 0o644)
@@ -218,6 +224,28 @@ class NamespaceRuntime:
             argv += ["--heartbeat-url", plan.heartbeat_url,
                      "--heartbeat-interval", f"{plan.heartbeat_interval:g}"]
         await self.x.spawn(argv, log=self.log(plan.name, "agent"), env=IPSEC_DATAPATH)
+
+    async def _start_router_from_image(self, plan: RouterPlan, ns: str) -> None:
+        """The image's own ``skiff boot --run`` over the shared extraction of the root file
+        system archive plan.image, with the plan's boot configuration as ``dir:``
+        (appliances.image.imageroot); it configures the control NIC and runs the agent."""
+        from appliances.image import imageroot
+        from mgmt.orchestration import bootconfig as writer
+
+        assert plan.image is not None
+        try:
+            lower, sha = await imageroot.ensure_root(self.x, plan.image)
+        except imageroot.ImageRootError as exc:
+            raise HostError(f"router {plan.name}: {exc}") from None
+        management = str(next(plan.control_ip.network.hosts()))  # the host's control address
+        config = writer.boot_config(plan, management_address=management)
+        root = imageroot.ApplianceRoot(self.appliance_dir(plan.name))
+        await self.x.run(["chmod", "0755", self.state_dir])
+        await imageroot.prepare(self.x, root, sha, writer.files(plan, config))
+        await self.x.spawn(["ip", "netns", "exec", ns,
+                            *imageroot.boot_argv(self.python, lower, root,
+                                                 local=self.x.where == "local")],
+                           log=self.log(plan.name, "agent"), env=IPSEC_DATAPATH)
 
     async def start_instance(self, plan: InstancePlan) -> None:
         ns = await self._nics(plan.name, plan.nics)
