@@ -1,8 +1,10 @@
-"""Instances, their NICs, virtual routers and the keystore. (Revisions 0006, 0007.)
+"""Instances, their NICs, virtual routers and the keystore. (Revisions 0006, 0007, 0009.)
 
 ``vm_instances`` holds user instances and system VMs alike (``type`` is
-CloudStack's: ``User`` or ``DomainRouter``), as CloudStack's vm_instance does;
-what only a router has lives in ``routers`` (one row per router VM).
+CloudStack's: ``User``, ``DomainRouter``, ``SecondaryStorageVm`` or
+``ConsoleProxy``), as CloudStack's vm_instance does; what only a router has lives
+in ``routers`` (one row per router VM), what only a system VM has in
+``system_vms`` (mgmt.db.models.systemvms).
 
 A router row carries the reconciliation state: ``generation``/``doc_hash`` of
 the last document built for it, ``applied_generation``/``applied_hash`` of the
@@ -49,6 +51,10 @@ class VmInstance(Common, Base):
     user_data: Mapped[str | None] = mapped_column(Text)
     group_name: Mapped[str | None] = mapped_column(String(255))
     started: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Revision 0009: the instance's VNC display on its host while it runs (the port on
+    #: the host's control address) and the display's password, new at every start.
+    vnc_port: Mapped[int | None] = mapped_column(Integer)
+    vnc_password: Mapped[str | None] = mapped_column(String(64))
 
 
 class Nic(Common, Base):
