@@ -8,7 +8,9 @@ lease, and the instance starts on a host the allocator picks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 
 from sqlalchemy import select
 
@@ -16,10 +18,11 @@ from mgmt.api.errors import ApiError
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.models.networks import Network
+from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
 from mgmt.orchestration import allocator, networks, sync
-from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan
-from mgmt.orchestration.placement import vni_of
+from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan, VncPlan
+from mgmt.orchestration.placement import free_vnc_port, vni_of
 
 log = logging.getLogger("skiff.orchestration")
 
@@ -79,16 +82,38 @@ async def start(orch, vm_id: int, prefer_host: int | None = None) -> None:
     driver = orch.driver(host)
     try:
         await driver.prepare()
+        plan = dataclasses.replace(plan, vnc=await _vnc(orch, vm_id, host, driver))
         for network in nets.values():
             await driver.plug_segment(vni_of(network), await orch.peers(network.id, host.id))
         await driver.start_instance(plan)
         for network in nets.values():
             await orch.wire_segment(network.id, vni_of(network))
-    except (HostError, OSError, RuntimeError) as exc:
+    except (HostError, OSError, RuntimeError, LookupError) as exc:
         await _set(orch, vm_id, state="Error")
         raise ApiError(530, f"instance {vm.name} did not start on host {host.name}: "
                        f"{exc}") from exc
     await _set(orch, vm_id, state="Running", started=utcnow())
+
+
+async def _vnc(orch, vm_id: int, host: Host, driver) -> VncPlan | None:
+    """The instance's VNC display on its host (setting ``vm.vnc.enabled``): a free port
+    on the host's control address and a new password, kept on the instance's row for
+    createConsoleEndpoint. Chosen under the host's lock, as control addresses are."""
+    async with orch.db.sessions() as session:
+        enabled = bool(await get_setting(session, "vm.vnc.enabled"))
+    if not enabled:
+        await _set(orch, vm_id, vnc_port=None, vnc_password=None)
+        return None
+    async with orch.host_lock(host.id), orch.db.sessions() as session:
+        await allocator.lock_host(session, host.id)
+        vm = await session.get_one(VmInstance, vm_id)
+        vm.vnc_port = None
+        await session.flush()
+        vm.vnc_port = await free_vnc_port(session, host.id)
+        vm.vnc_password = secrets.token_urlsafe(6)  # 8 characters: all RFB uses
+        plan = VncPlan(driver.control_address, vm.vnc_port, vm.vnc_password)
+        await session.commit()
+    return plan
 
 
 async def stop(orch, vm_id: int) -> None:
@@ -103,7 +128,8 @@ async def stop(orch, vm_id: int) -> None:
         except HostError as exc:
             await _set(orch, vm_id, state="Running")
             raise ApiError(530, f"instance {vm.name} did not stop: {exc}") from exc
-    await _set(orch, vm_id, state="Stopped", last_host_id=vm.host_id, host_id=None)
+    await _set(orch, vm_id, state="Stopped", last_host_id=vm.host_id, host_id=None,
+               vnc_port=None, vnc_password=None)
 
 
 async def reboot(orch, vm_id: int) -> None:

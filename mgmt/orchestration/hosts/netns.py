@@ -221,6 +221,10 @@ class NetnsHostDriver(HostDriver):
     async def lease(self, name: str) -> dict[str, str]:
         return await self.runtime.lease(name)
 
+    def image_store(self, zone: str) -> str:
+        """Under the fabric's state dir, so ``skiff lab down`` removes it with the rest."""
+        return str(self.state_dir.resolve() / "image-store" / zone)
+
     async def heartbeat_url(self, sink: HeartbeatSink) -> str | None:
         """A heartbeat-only listener on the host's control address: the root namespace
         holds it (on skf-<lab>-ctl), so the routers on the control bridge reach this
