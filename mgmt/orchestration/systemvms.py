@@ -199,6 +199,7 @@ async def create(orch, zone_id: int, role: str) -> int | None:
     try:
         async with orch.db.sessions() as session:
             account = await _system_account(session)
+            macs = await _last_macs(session, zone_id, role)
             rng = await session.get_one(VlanIpRange, ip.vlan_range_id)
             vm = VmInstance(name=f"{NAME_PREFIX[role]}-new-{new_mac('00:00')}",
                             type=TYPE_OF_ROLE[role], state="Stopped", account_id=account.id,
@@ -209,10 +210,10 @@ async def create(orch, zone_id: int, role: str) -> int | None:
             vm.name = vm.host_name = vm.display_name = f"{NAME_PREFIX[role]}-{vm.id}-VM"
             session.add_all([
                 Nic(vm_id=vm.id, traffic_type="Control", netmask="255.255.255.0",
-                    mac=new_mac("0e:00"), device_id=0),
+                    mac=macs.get("Control") or new_mac("0e:00"), device_id=0),
                 Nic(vm_id=vm.id, traffic_type="Public", ip_address=ip.address,
-                    netmask=rng.netmask, gateway=rng.gateway, mac=new_mac("06:00"),
-                    device_id=1, is_default=True),
+                    netmask=rng.netmask, gateway=rng.gateway,
+                    mac=macs.get("Public") or new_mac("06:00"), device_id=1, is_default=True),
             ])
             svm = SystemVm(vm_id=vm.id, zone_id=zone_id, role=role, public_ip_id=ip.id,
                            lock_owner=orch.owner, lock_expires=utcnow() + LEASE)
@@ -222,6 +223,24 @@ async def create(orch, zone_id: int, role: str) -> int | None:
     except IntegrityError:
         await addresses.release(orch.db, ip.id)
         return None  # another server created it first
+
+
+async def _last_macs(session, zone_id: int, role: str) -> dict[str, str]:
+    """The NIC MACs of the zone's last system VM of role, if it is gone: its successor
+    takes them, so a host whose neighbour table still maps the control address the
+    successor may get to the old MAC reaches the new VM at once, not when that entry
+    expires (half a minute and more). The same reason routers keep theirs."""
+    last = await session.scalar(
+        select(SystemVm.vm_id).where(SystemVm.zone_id == zone_id, SystemVm.role == role,
+                                     SystemVm.removed.is_not(None))
+        .order_by(SystemVm.id.desc()).limit(1))
+    if last is None:
+        return {}
+    nics = (await session.scalars(select(Nic).where(Nic.vm_id == last))).all()
+    macs = {n.traffic_type: n.mac for n in nics}
+    taken = set((await session.scalars(select(Nic.mac).where(
+        Nic.mac.in_(list(macs.values())), Nic.live()))).all())
+    return {kind: mac for kind, mac in macs.items() if mac not in taken}
 
 
 async def start(orch, svm_id: int, avoid: frozenset[int] = frozenset()) -> None:
