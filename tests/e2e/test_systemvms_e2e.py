@@ -23,6 +23,7 @@ from orchestration import cloud
 from appliances.console.testing import x11_skip_reason
 from appliances.lab.netns import run
 from appliances.lab.vncserver import colour_of
+from mgmt.orchestration import console, systemvms
 
 pytestmark = [
     pytest.mark.lab,
@@ -140,6 +141,25 @@ async def test_an_open_session_is_counted(world):
                           timeout=15, interval=0.5)
     assert counted["consoleproxy"]["activeviewersessions"] == 1
     assert (await viewer)["ok"]
+
+
+async def test_a_key_rotation_keeps_tokens_issued_before_it(world):
+    c, vm1, _ = world
+    await running_pair(c)
+    before = await endpoint(c, vm1)
+    orch = c.server.orchestrator
+    [zone_id] = await ready_zone_ids(c)
+    keys = await console.rotate(orch, zone_id)  # a new key, pushed to the proxy
+    assert len(keys) == 2
+    after = await endpoint(c, vm1)
+    for answer in (before, after):
+        seen = await view(c, ws_url(answer))
+        assert seen["ok"] and seen["colour"] == rgb(colour_of(vm1["instancename"])), seen
+
+
+async def ready_zone_ids(c) -> list[int]:
+    async with c.server.db.sessions() as session:
+        return await systemvms.ready_zones(session)
 
 
 async def test_a_stopped_instance_has_no_console(world):
