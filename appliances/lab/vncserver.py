@@ -34,14 +34,20 @@ def colour_of(name: str) -> str:
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m appliances.lab.vncserver",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m appliances.lab.vncserver", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--name", required=True, help="the instance (its screen colour)")
-    p.add_argument("--listen", required=True, type=ipaddress.IPv4Address,
-                   help="address to listen on (the host's control address)")
+    p.add_argument(
+        "--listen",
+        required=True,
+        type=ipaddress.IPv4Address,
+        help="address to listen on (the host's control address)",
+    )
     p.add_argument("--port", required=True, type=int, help="TCP port (5900 + n)")
-    p.add_argument("--passwdfile", required=True, type=Path,
-                   help="file whose first line is the VNC password")
+    p.add_argument(
+        "--passwdfile", required=True, type=Path, help="file whose first line is the VNC password"
+    )
     return p.parse_args(argv)
 
 
@@ -54,10 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     colour = colour_of(args.name)
-    with X11Vnc(colour=colour, listen=str(args.listen), port=args.port,
-                passwdfile=args.passwdfile) as vnc:
-        print(f"{args.name}: display {vnc.display} ({colour}) on {args.listen}:{vnc.port}",
-              flush=True)
+    with X11Vnc(
+        colour=colour, listen=str(args.listen), port=args.port, passwdfile=args.passwdfile
+    ) as vnc:
+        print(
+            f"{args.name}: display {vnc.display} ({colour}) on {args.listen}:{vnc.port}", flush=True
+        )
         while not stop.wait(1.0):
             if any(p.poll() is not None for p in vnc.procs):
                 print(f"{args.name}: Xvfb or x11vnc exited", file=sys.stderr, flush=True)

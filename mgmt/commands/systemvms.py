@@ -46,8 +46,7 @@ async def systemvm_answers(session, rows: list[tuple[SystemVm, VmInstance]]) -> 
         return []
     vm_ids = [vm.id for _, vm in rows]
     nics: dict[int, dict[str, Nic]] = {i: {} for i in vm_ids}
-    for nic in (await session.scalars(select(Nic).where(Nic.vm_id.in_(vm_ids),
-                                                        Nic.live()))).all():
+    for nic in (await session.scalars(select(Nic).where(Nic.vm_id.in_(vm_ids), Nic.live()))).all():
         nics[nic.vm_id][nic.traffic_type] = nic
     zones = await rows_by_id(session, Zone, (vm.zone_id for _, vm in rows))
     hosts = await rows_by_id(session, Host, (vm.host_id for _, vm in rows))
@@ -90,9 +89,13 @@ async def systemvm_answers(session, rows: list[tuple[SystemVm, VmInstance]]) -> 
 
 
 async def _systemvm(session, uuid: str) -> tuple[SystemVm, VmInstance]:
-    row = (await session.execute(
-        select(SystemVm, VmInstance).join(VmInstance, VmInstance.id == SystemVm.vm_id)
-        .where(VmInstance.uuid == uuid, SystemVm.live(), VmInstance.live()))).first()
+    row = (
+        await session.execute(
+            select(SystemVm, VmInstance)
+            .join(VmInstance, VmInstance.id == SystemVm.vm_id)
+            .where(VmInstance.uuid == uuid, SystemVm.live(), VmInstance.live())
+        )
+    ).first()
     if row is None:
         raise not_found("system vm", uuid)
     return row[0], row[1]
@@ -114,8 +117,11 @@ async def _answer(call, svm_id: int) -> ObjectResult:
         Param("id", "uuid"),
         Param("name"),
         Param("state"),
-        Param("systemvmtype", choices=tuple(TYPE_OF_API),
-              description="consoleproxy or secondarystoragevm"),
+        Param(
+            "systemvmtype",
+            choices=tuple(TYPE_OF_API),
+            description="consoleproxy or secondarystoragevm",
+        ),
         Param("zoneid", "uuid"),
         Param("hostid", "uuid"),
         Param("podid", "uuid", description="accepted for compatibility"),
@@ -127,9 +133,11 @@ async def _answer(call, svm_id: int) -> ObjectResult:
 )
 async def list_system_vms(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = select(SystemVm, VmInstance).join(
-            VmInstance, VmInstance.id == SystemVm.vm_id).where(SystemVm.live(),
-                                                               VmInstance.live())
+        query = (
+            select(SystemVm, VmInstance)
+            .join(VmInstance, VmInstance.id == SystemVm.vm_id)
+            .where(SystemVm.live(), VmInstance.live())
+        )
         if args["id"]:
             query = query.where(VmInstance.uuid == args["id"])
         if args["name"]:
@@ -145,8 +153,9 @@ async def list_system_vms(call, args) -> ListResult:
         if args["keyword"]:
             query = query.where(VmInstance.name.contains(args["keyword"], autoescape=True))
         rows, total = await paged(session, query.order_by(SystemVm.id), args, rows=True)
-        return ListResult("systemvm", await systemvm_answers(session, [(s, v) for s, v in rows]),
-                          total)
+        return ListResult(
+            "systemvm", await systemvm_answers(session, [(s, v) for s, v in rows]), total
+        )
 
 
 async def _check(call, args) -> dict:
@@ -177,8 +186,9 @@ async def _job_rows(call, args, allowed: tuple[str, ...], verb: str):
     async with call.server.db.sessions() as session:
         svm, vm = await _systemvm(session, args["id"])
     if allowed and vm.state not in allowed:
-        raise ApiError(431, f"cannot {verb} {vm.name}: it is {vm.state} "
-                       f"(it must be {' or '.join(allowed)})")
+        raise ApiError(
+            431, f"cannot {verb} {vm.name}: it is {vm.state} (it must be {' or '.join(allowed)})"
+        )
     return svm, vm
 
 
@@ -192,8 +202,11 @@ async def start_system_vm(call, args) -> ObjectResult:
     return await _answer(call, svm.id)
 
 
-@_job("stopSystemVm", "Stops a system VM (it stays stopped until startSystemVm)",
-      extra=(Param("forced", "boolean", description="accepted for compatibility"),))
+@_job(
+    "stopSystemVm",
+    "Stops a system VM (it stays stopped until startSystemVm)",
+    extra=(Param("forced", "boolean", description="accepted for compatibility"),),
+)
 async def stop_system_vm(call, args) -> ObjectResult:
     svm, vm = await _job_rows(call, args, ("Running", "Error", "Starting"), "stop")
     orch = call.server.orchestrator

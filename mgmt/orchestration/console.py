@@ -29,29 +29,44 @@ async def endpoint(orch, vm_id: int, extra: str | None = None) -> dict[str, Any]
         vm = await session.get_one(VmInstance, vm_id)
         label = vm.display_name or vm.host_name or vm.name
         if vm.state != "Running":
-            raise ApiError(431, f"instance {label} is {vm.state}: only a Running instance "
-                           "has a console")
+            raise ApiError(
+                431, f"instance {label} is {vm.state}: only a Running instance has a console"
+            )
         if vm.host_id is None or vm.vnc_port is None or not vm.vnc_password:
-            raise ApiError(530, f"instance {label} has no console display (it started while "
-                           "vm.vnc.enabled was false; stop and start it)")
+            raise ApiError(
+                530,
+                f"instance {label} has no console display (it started while "
+                "vm.vnc.enabled was false; stop and start it)",
+            )
         host = await session.get_one(Host, vm.host_id)
         zone = await session.get_one(Zone, vm.zone_id)
         found = await systemvms.live_row(session, vm.zone_id, "console")
         if found is None or found[1].state != "Running" or found[0].public_ip_id is None:
-            raise ApiError(530, f"the console proxy of zone {zone.name} is not running yet; "
-                           "try again shortly")
+            raise ApiError(
+                530, f"the console proxy of zone {zone.name} is not running yet; try again shortly"
+            )
         public = (await session.get_one(PublicIp, found[0].public_ip_id)).address
         ttl = int(await get_setting(session, "consoleproxy.token.ttl"))
         port, password, uuid = vm.vnc_port, vm.vnc_password, vm.uuid
     keys = await systemvm_keys.console_keys(orch.db, zone.uuid)
     token, _grant = console_token.issue(
-        console_token.decode_key(keys[0]), instance_id=uuid,
-        host=orch.driver(host).control_address, port=port, password=password, ttl_s=ttl)
+        console_token.decode_key(keys[0]),
+        instance_id=uuid,
+        host=orch.driver(host).control_address,
+        port=port,
+        password=password,
+        ttl_s=ttl,
+    )
     return {
         "success": True,
         "url": f"{console_url(public)}/?token={token}",
-        "websocket": {"token": token, "host": public, "port": str(CONSOLE_PORT),
-                      "path": WEBSOCKET_PATH, "extra": extra or ""},
+        "websocket": {
+            "token": token,
+            "host": public,
+            "port": str(CONSOLE_PORT),
+            "path": WEBSOCKET_PATH,
+            "extra": extra or "",
+        },
     }
 
 

@@ -62,9 +62,12 @@ async def console_document(inputs: DocumentInputs) -> dict[str, Any]:
     keys = await systemvm_keys.console_keys(inputs.orch.db, inputs.zone.uuid)
     idle = int(await get_setting(inputs.session, "consoleproxy.session.timeout"))
     doc = ConsoleDocument(
-        proxy_id=inputs.vm.name, generation=0, token_keys=keys,
+        proxy_id=inputs.vm.name,
+        generation=0,
+        token_keys=keys,
         listen={"address": inputs.public_ip or "0.0.0.0", "port": CONSOLE_PORT},  # noqa: S104
-        idle_timeout_s=idle)
+        idle_timeout_s=idle,
+    )
     return doc.model_dump(mode="json")
 
 
@@ -74,13 +77,19 @@ async def storage_document(inputs: DocumentInputs) -> dict[str, Any]:
     key = await systemvm_keys.storage_key(inputs.orch.db, inputs.zone.uuid)
     transfer = None
     if inputs.public_ip:
-        transfer = {"address": inputs.public_ip, "port": STORAGE_PORT, "key": key,
-                    "public_url": storage_url(inputs.public_ip)}
+        transfer = {
+            "address": inputs.public_ip,
+            "port": STORAGE_PORT,
+            "key": key,
+            "public_url": storage_url(inputs.public_ip),
+        }
     doc = StorageDocument(
-        appliance_id=inputs.vm.name, generation=0,
+        appliance_id=inputs.vm.name,
+        generation=0,
         store={"path": inputs.driver.image_store(inputs.zone.uuid)},
         transfer=transfer,
-        images=await storage_images.storage_images(inputs.session, inputs.zone))
+        images=await storage_images.storage_images(inputs.session, inputs.zone),
+    )
     return doc.model_dump(mode="json")
 
 

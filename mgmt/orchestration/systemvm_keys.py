@@ -32,8 +32,11 @@ KEPT = 2
 
 async def _get_or_create(db, name: str, make) -> str:
     async with db.sessions() as session:
-        found = await session.scalar(select(KeystoreEntry.private_key).where(
-            KeystoreEntry.name == name, KeystoreEntry.live()))
+        found = await session.scalar(
+            select(KeystoreEntry.private_key).where(
+                KeystoreEntry.name == name, KeystoreEntry.live()
+            )
+        )
     if found is not None:
         return found
     try:
@@ -42,14 +45,18 @@ async def _get_or_create(db, name: str, make) -> str:
     except IntegrityError:
         pass  # another server made it first: read theirs
     async with db.sessions() as session:
-        return await session.scalar(select(KeystoreEntry.private_key).where(
-            KeystoreEntry.name == name, KeystoreEntry.live()))
+        return await session.scalar(
+            select(KeystoreEntry.private_key).where(
+                KeystoreEntry.name == name, KeystoreEntry.live()
+            )
+        )
 
 
 async def console_keys(db, zone_uuid: str) -> list[str]:
     """The zone console proxy's token keys (base64), the current one first."""
-    text = await _get_or_create(db, CONSOLE + zone_uuid,
-                                lambda: json.dumps([encode_key(new_key())]))
+    text = await _get_or_create(
+        db, CONSOLE + zone_uuid, lambda: json.dumps([encode_key(new_key())])
+    )
     return list(json.loads(text))
 
 
@@ -62,9 +69,13 @@ async def rotate_console_keys(db, zone_uuid: str) -> list[str]:
     async with db.sessions() as session, session.begin():
         await session.execute(
             update(KeystoreEntry)
-            .where(KeystoreEntry.name == CONSOLE + zone_uuid, KeystoreEntry.live(),
-                   KeystoreEntry.private_key == json.dumps(old))
-            .values(private_key=json.dumps(new)))
+            .where(
+                KeystoreEntry.name == CONSOLE + zone_uuid,
+                KeystoreEntry.live(),
+                KeystoreEntry.private_key == json.dumps(old),
+            )
+            .values(private_key=json.dumps(new))
+        )
     return await console_keys(db, zone_uuid)
 
 

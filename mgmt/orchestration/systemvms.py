@@ -62,8 +62,16 @@ from mgmt.orchestration.placement import free_control_ip, new_mac
 from mgmt.orchestration.sync import digest
 from mgmt.orchestration.systemvm_documents import DOCUMENTS, DocumentInputs
 
-__all__ = ["DOCUMENTS", "ROLES", "agent_for", "ensure_zone", "kick", "pass_once",
-           "public_address", "push_zone"]
+__all__ = [
+    "DOCUMENTS",
+    "ROLES",
+    "agent_for",
+    "ensure_zone",
+    "kick",
+    "pass_once",
+    "public_address",
+    "push_zone",
+]
 
 log = logging.getLogger("skiff.systemvms")
 
@@ -106,8 +114,10 @@ async def hold(orch, svm_id: int, timeout: float = 120.0) -> AsyncIterator[None]
         delay = 0.02
         while not await _take(orch, svm_id):
             if loop.time() > deadline:
-                raise LockTimeout(f"system VM {svm_id} stayed locked by another management "
-                                  f"server for {timeout:.0f} s")
+                raise LockTimeout(
+                    f"system VM {svm_id} stayed locked by another management "
+                    f"server for {timeout:.0f} s"
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         try:
@@ -115,19 +125,27 @@ async def hold(orch, svm_id: int, timeout: float = 120.0) -> AsyncIterator[None]
         finally:
             async with orch.db.sessions() as session, session.begin():
                 await session.execute(
-                    update(SystemVm).where(SystemVm.id == svm_id,
-                                           SystemVm.lock_owner == orch.owner)
-                    .values(lock_owner=None, lock_expires=None))
+                    update(SystemVm)
+                    .where(SystemVm.id == svm_id, SystemVm.lock_owner == orch.owner)
+                    .values(lock_owner=None, lock_expires=None)
+                )
 
 
 async def _take(orch, svm_id: int) -> bool:
     now = utcnow()
     async with orch.db.sessions() as session, session.begin():
         result = await session.execute(
-            update(SystemVm).where(SystemVm.id == svm_id, or_(
-                SystemVm.lock_owner.is_(None), SystemVm.lock_expires < now,
-                SystemVm.lock_owner == orch.owner))
-            .values(lock_owner=orch.owner, lock_expires=now + LEASE))
+            update(SystemVm)
+            .where(
+                SystemVm.id == svm_id,
+                or_(
+                    SystemVm.lock_owner.is_(None),
+                    SystemVm.lock_expires < now,
+                    SystemVm.lock_owner == orch.owner,
+                ),
+            )
+            .values(lock_owner=orch.owner, lock_expires=now + LEASE)
+        )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -140,10 +158,18 @@ async def _rows(session, svm_id: int) -> tuple[SystemVm, VmInstance]:
 
 
 async def live_row(session, zone_id: int, role: str) -> tuple[SystemVm, VmInstance] | None:
-    row = (await session.execute(
-        select(SystemVm, VmInstance).join(VmInstance, VmInstance.id == SystemVm.vm_id)
-        .where(SystemVm.zone_id == zone_id, SystemVm.role == role, SystemVm.live(),
-               VmInstance.live()))).first()
+    row = (
+        await session.execute(
+            select(SystemVm, VmInstance)
+            .join(VmInstance, VmInstance.id == SystemVm.vm_id)
+            .where(
+                SystemVm.zone_id == zone_id,
+                SystemVm.role == role,
+                SystemVm.live(),
+                VmInstance.live(),
+            )
+        )
+    ).first()
     return (row[0], row[1]) if row else None
 
 
@@ -151,24 +177,43 @@ async def ready_zones(session) -> list[int]:
     """Zones ready for system VMs: Enabled, with an Up and Enabled host, an Enabled
     physical network carrying Public traffic and a public range (CloudStack waits for
     its zone's public network in the same way)."""
-    public = (select(TrafficType.id).join(
-        PhysicalNetwork, PhysicalNetwork.id == TrafficType.physical_network_id)
-        .where(PhysicalNetwork.zone_id == Zone.id, PhysicalNetwork.live(),
-               PhysicalNetwork.state == "Enabled", TrafficType.live(),
-               TrafficType.traffic_type == "Public"))
-    host = select(Host.id).where(Host.zone_id == Zone.id, Host.live(), Host.state == "Up",
-                                 Host.resource_state == "Enabled")
+    public = (
+        select(TrafficType.id)
+        .join(PhysicalNetwork, PhysicalNetwork.id == TrafficType.physical_network_id)
+        .where(
+            PhysicalNetwork.zone_id == Zone.id,
+            PhysicalNetwork.live(),
+            PhysicalNetwork.state == "Enabled",
+            TrafficType.live(),
+            TrafficType.traffic_type == "Public",
+        )
+    )
+    host = select(Host.id).where(
+        Host.zone_id == Zone.id, Host.live(), Host.state == "Up", Host.resource_state == "Enabled"
+    )
     ranges = select(VlanIpRange.id).where(VlanIpRange.zone_id == Zone.id, VlanIpRange.live())
-    rows = await session.scalars(select(Zone.id).where(
-        Zone.live(), Zone.allocation_state == "Enabled", exists(host), exists(public),
-        exists(ranges)).order_by(Zone.id))
+    rows = await session.scalars(
+        select(Zone.id)
+        .where(
+            Zone.live(),
+            Zone.allocation_state == "Enabled",
+            exists(host),
+            exists(public),
+            exists(ranges),
+        )
+        .order_by(Zone.id)
+    )
     return list(rows.all())
 
 
 async def _system_account(session) -> Account:
     """The account system VMs belong to: the root admin's (CloudStack's "system")."""
-    account = await session.scalar(select(Account).where(
-        Account.type == AccountType.ROOT_ADMIN, Account.live()).order_by(Account.id).limit(1))
+    account = await session.scalar(
+        select(Account)
+        .where(Account.type == AccountType.ROOT_ADMIN, Account.live())
+        .order_by(Account.id)
+        .limit(1)
+    )
     if account is None:
         raise ApiError(530, "no root admin account: the database is not bootstrapped")
     return account
@@ -201,22 +246,49 @@ async def create(orch, zone_id: int, role: str) -> int | None:
             account = await _system_account(session)
             macs = await _last_macs(session, zone_id, role)
             rng = await session.get_one(VlanIpRange, ip.vlan_range_id)
-            vm = VmInstance(name=f"{NAME_PREFIX[role]}-new-{new_mac('00:00')}",
-                            type=TYPE_OF_ROLE[role], state="Stopped", account_id=account.id,
-                            domain_id=account.domain_id, zone_id=zone_id, cpu_number=CPU,
-                            cpu_speed=CPU_MHZ, memory=MEMORY_MIB)
+            vm = VmInstance(
+                name=f"{NAME_PREFIX[role]}-new-{new_mac('00:00')}",
+                type=TYPE_OF_ROLE[role],
+                state="Stopped",
+                account_id=account.id,
+                domain_id=account.domain_id,
+                zone_id=zone_id,
+                cpu_number=CPU,
+                cpu_speed=CPU_MHZ,
+                memory=MEMORY_MIB,
+            )
             session.add(vm)
             await session.flush()
             vm.name = vm.host_name = vm.display_name = f"{NAME_PREFIX[role]}-{vm.id}-VM"
-            session.add_all([
-                Nic(vm_id=vm.id, traffic_type="Control", netmask="255.255.255.0",
-                    mac=macs.get("Control") or new_mac("0e:00"), device_id=0),
-                Nic(vm_id=vm.id, traffic_type="Public", ip_address=ip.address,
-                    netmask=rng.netmask, gateway=rng.gateway,
-                    mac=macs.get("Public") or new_mac("06:00"), device_id=1, is_default=True),
-            ])
-            svm = SystemVm(vm_id=vm.id, zone_id=zone_id, role=role, public_ip_id=ip.id,
-                           lock_owner=orch.owner, lock_expires=utcnow() + LEASE)
+            session.add_all(
+                [
+                    Nic(
+                        vm_id=vm.id,
+                        traffic_type="Control",
+                        netmask="255.255.255.0",
+                        mac=macs.get("Control") or new_mac("0e:00"),
+                        device_id=0,
+                    ),
+                    Nic(
+                        vm_id=vm.id,
+                        traffic_type="Public",
+                        ip_address=ip.address,
+                        netmask=rng.netmask,
+                        gateway=rng.gateway,
+                        mac=macs.get("Public") or new_mac("06:00"),
+                        device_id=1,
+                        is_default=True,
+                    ),
+                ]
+            )
+            svm = SystemVm(
+                vm_id=vm.id,
+                zone_id=zone_id,
+                role=role,
+                public_ip_id=ip.id,
+                lock_owner=orch.owner,
+                lock_expires=utcnow() + LEASE,
+            )
             session.add(svm)
             await session.commit()
             return svm.id
@@ -231,15 +303,22 @@ async def _last_macs(session, zone_id: int, role: str) -> dict[str, str]:
     successor may get to the old MAC reaches the new VM at once, not when that entry
     expires (half a minute and more). The same reason routers keep theirs."""
     last = await session.scalar(
-        select(SystemVm.vm_id).where(SystemVm.zone_id == zone_id, SystemVm.role == role,
-                                     SystemVm.removed.is_not(None))
-        .order_by(SystemVm.id.desc()).limit(1))
+        select(SystemVm.vm_id)
+        .where(SystemVm.zone_id == zone_id, SystemVm.role == role, SystemVm.removed.is_not(None))
+        .order_by(SystemVm.id.desc())
+        .limit(1)
+    )
     if last is None:
         return {}
     nics = (await session.scalars(select(Nic).where(Nic.vm_id == last))).all()
     macs = {n.traffic_type: n.mac for n in nics}
-    taken = set((await session.scalars(select(Nic.mac).where(
-        Nic.mac.in_(list(macs.values())), Nic.live()))).all())
+    taken = set(
+        (
+            await session.scalars(
+                select(Nic.mac).where(Nic.mac.in_(list(macs.values())), Nic.live())
+            )
+        ).all()
+    )
     return {kind: mac for kind, mac in macs.items() if mac not in taken}
 
 
@@ -265,21 +344,36 @@ async def start(orch, svm_id: int, avoid: frozenset[int] = frozenset()) -> None:
             await allocator.lock_host(session, host.id)
             svm.control_ip = await free_control_ip(session, host.id, driver.control_network)
             await session.commit()
-        nics = {n.traffic_type: n for n in (await session.scalars(
-            select(Nic).where(Nic.vm_id == vm.id, Nic.live()))).all()}
+        nics = {
+            n.traffic_type: n
+            for n in (
+                await session.scalars(select(Nic).where(Nic.vm_id == vm.id, Nic.live()))
+            ).all()
+        }
         nics["Control"].ip_address = svm.control_ip
         public = nics["Public"]
         prefix = ipaddress.IPv4Network(f"0.0.0.0/{public.netmask}").prefixlen
         plan = RouterPlan(
             name=vm.name,
-            nics=(NicPlan("eth0", nics["Control"].mac, "control"),
-                  NicPlan("eth1", public.mac, "public", PUBLIC_VNI,
-                          address=f"{public.ip_address}/{prefix}")),
+            nics=(
+                NicPlan("eth0", nics["Control"].mac, "control"),
+                NicPlan(
+                    "eth1",
+                    public.mac,
+                    "public",
+                    PUBLIC_VNI,
+                    address=f"{public.ip_address}/{prefix}",
+                ),
+            ),
             control_ip=ipaddress.IPv4Interface(
-                f"{svm.control_ip}/{driver.control_network.prefixlen}"),
+                f"{svm.control_ip}/{driver.control_network.prefixlen}"
+            ),
             certs=orch.ca.issue_agent(vm.name, svm.control_ip),
-            cpu_number=vm.cpu_number, memory_mib=vm.memory, role=svm.role,
-            gateway=public.gateway)
+            cpu_number=vm.cpu_number,
+            memory_mib=vm.memory,
+            role=svm.role,
+            gateway=public.gateway,
+        )
         svm.applied_hash = svm.doc_hash = None
         await session.commit()
         name = vm.name
@@ -327,8 +421,7 @@ async def destroy(orch, svm_id: int) -> None:
             log.warning("destroying %s on %s: %s", vm.name, host.name, exc)
     async with orch.db.sessions() as session:
         svm, vm = await _rows(session, svm_id)
-        for nic in (await session.scalars(select(Nic).where(Nic.vm_id == vm.id,
-                                                            Nic.live()))).all():
+        for nic in (await session.scalars(select(Nic).where(Nic.vm_id == vm.id, Nic.live()))).all():
             nic.remove()
         vm.state, vm.host_id = "Destroyed", None
         vm.remove()
@@ -353,9 +446,12 @@ async def recreate(orch, svm_id: int, reason: str) -> int | None:
     async with orch.db.sessions() as session:
         _svm, vm = await _rows(session, new_id)
         new_name = vm.name
-    await orch.record_event(f"{EVENT_PREFIX[role]}.RECREATE",
-                            f"recreated {LABEL[role]} {name} as {new_name} ({reason})",
-                            None, None)
+    await orch.record_event(
+        f"{EVENT_PREFIX[role]}.RECREATE",
+        f"recreated {LABEL[role]} {name} as {new_name} ({reason})",
+        None,
+        None,
+    )
     return new_id
 
 
@@ -381,8 +477,11 @@ async def push(orch, svm_id: int, *, force: bool = False) -> int:
         host = await session.get_one(Host, vm.host_id)
         zone = await session.get_one(Zone, svm.zone_id)
         ip = await session.get(PublicIp, svm.public_ip_id) if svm.public_ip_id else None
-        data = await DOCUMENTS[svm.role](DocumentInputs(
-            orch, session, zone, vm, svm, ip.address if ip else None, orch.driver(host)))
+        data = await DOCUMENTS[svm.role](
+            DocumentInputs(
+                orch, session, zone, vm, svm, ip.address if ip else None, orch.driver(host)
+            )
+        )
         doc_hash = digest(data)
         if doc_hash == svm.doc_hash and svm.applied_hash and not force:
             return svm.applied_generation
@@ -393,17 +492,22 @@ async def push(orch, svm_id: int, *, force: bool = False) -> int:
     try:
         reply = await client.put_body(body)
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, aiohttp's errors
-        await _set(orch, svm_id, generation=generation,
-                   last_error=f"{type(exc).__name__}: {exc}")
-        raise SystemVmUnreachable(f"{vm.name} did not answer: {type(exc).__name__}: "
-                                  f"{exc}") from exc
+        await _set(orch, svm_id, generation=generation, last_error=f"{type(exc).__name__}: {exc}")
+        raise SystemVmUnreachable(f"{vm.name} did not answer: {type(exc).__name__}: {exc}") from exc
     if not reply.ok:
         text = json.dumps(reply.body)[:2000]
         await _set(orch, svm_id, generation=generation, last_error=text)
         raise SystemVmRefused(f"{vm.name} refused its document: {text}")
-    await _set(orch, svm_id, generation=generation, applied_generation=generation,
-               applied_hash=hashlib.sha256(body).hexdigest(), doc_hash=doc_hash,
-               last_seen=utcnow(), last_error=None)
+    await _set(
+        orch,
+        svm_id,
+        generation=generation,
+        applied_generation=generation,
+        applied_hash=hashlib.sha256(body).hexdigest(),
+        doc_hash=doc_hash,
+        last_seen=utcnow(),
+        last_error=None,
+    )
     return generation
 
 
@@ -427,21 +531,34 @@ async def look(orch, svm_id: int) -> health.Status:
     if host is None or vm.state != "Running":
         return health.Status(False, error=f"{vm.name} is {vm.state}")
     try:
-        client = await orch.agent(host, vm, svm,  # type: ignore[arg-type]
-                                  timeout=health.STATUS_TIMEOUT)
+        client = await orch.agent(
+            host,
+            vm,
+            svm,  # type: ignore[arg-type]
+            timeout=health.STATUS_TIMEOUT,
+        )
         reply = await client.status(timeout=health.STATUS_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure means: did not answer
         return health.Status(False, error=f"{type(exc).__name__}: {exc}")
     if not reply.ok or not isinstance(reply.body, dict):
         return health.Status(False, error=f"HTTP {reply.status}: {str(reply.body)[:300]}")
     body = reply.body
-    found = health.Status(True, body.get("applied_generation"), body.get("document_hash"),
-                          bool(body.get("converged")),
-                          checks=health.checks_from(body, expected))
+    found = health.Status(
+        True,
+        body.get("applied_generation"),
+        body.get("document_hash"),
+        bool(body.get("converged")),
+        checks=health.checks_from(body, expected),
+    )
     proxy = (body.get("services") or {}).get("console_proxy") or {}
-    await _set(orch, svm_id, last_seen=utcnow(), version=str(body.get("version") or "1")[:64],
-               health=json.dumps(found.checks),
-               active_sessions=int(proxy.get("activeviewersessions") or 0))
+    await _set(
+        orch,
+        svm_id,
+        last_seen=utcnow(),
+        version=str(body.get("version") or "1")[:64],
+        health=json.dumps(found.checks),
+        active_sessions=int(proxy.get("activeviewersessions") or 0),
+    )
     return found
 
 
@@ -547,15 +664,24 @@ async def _ensure(orch, zone_id: int, role: str) -> int | None:
             await start(orch, svm_id)
     except (ApiError, LockTimeout) as exc:
         _failed(watch, key)
-        await orch.record_event(f"{EVENT_PREFIX[role]}.CREATE", f"starting the {LABEL[role]} "
-                                f"of zone {zone_id} failed: {exc}", None, None, level="ERROR")
+        await orch.record_event(
+            f"{EVENT_PREFIX[role]}.CREATE",
+            f"starting the {LABEL[role]} of zone {zone_id} failed: {exc}",
+            None,
+            None,
+            level="ERROR",
+        )
         return None
     watch.retry.pop(key, None)
     async with orch.db.sessions() as session:
         _svm, vm = await _rows(session, svm_id)
         name = vm.name
-    await orch.record_event(f"{EVENT_PREFIX[role]}.CREATE",
-                            f"started {LABEL[role]} {name} in zone {zone_id}", None, None)
+    await orch.record_event(
+        f"{EVENT_PREFIX[role]}.CREATE",
+        f"started {LABEL[role]} {name} in zone {zone_id}",
+        None,
+        None,
+    )
     return svm_id
 
 
@@ -595,18 +721,35 @@ async def pass_once(orch) -> Report:
         report.started += await ensure_zone(orch, zone_id)
     now = utcnow()
     async with orch.db.sessions() as session:
-        rows = list((await session.execute(
-            select(SystemVm.id, SystemVm.zone_id, SystemVm.role, VmInstance.name,
-                   VmInstance.state, VmInstance.host_id, SystemVm.lock_owner,
-                   SystemVm.lock_expires)
-            .join(VmInstance, VmInstance.id == SystemVm.vm_id)
-            .where(SystemVm.live(), VmInstance.live()).order_by(SystemVm.id))).all())
+        rows = list(
+            (
+                await session.execute(
+                    select(
+                        SystemVm.id,
+                        SystemVm.zone_id,
+                        SystemVm.role,
+                        VmInstance.name,
+                        VmInstance.state,
+                        VmInstance.host_id,
+                        SystemVm.lock_owner,
+                        SystemVm.lock_expires,
+                    )
+                    .join(VmInstance, VmInstance.id == SystemVm.vm_id)
+                    .where(SystemVm.live(), VmInstance.live())
+                    .order_by(SystemVm.id)
+                )
+            ).all()
+        )
         threshold = int(await get_setting(session, "router.check.failures"))
         fraction = float(await get_setting(session, "router.recreate.max.fraction"))
     running = [r for r in rows if r.state == "Running"]
     # Start failed, or a server died while it started or stopped it (its lease ran out).
-    broken = [r.id for r in rows if r.state == "Error" or (
-        r.state in ("Starting", "Stopping") and (r.lock_owner is None or r.lock_expires < now))]
+    broken = [
+        r.id
+        for r in rows
+        if r.state == "Error"
+        or (r.state in ("Starting", "Stopping") and (r.lock_owner is None or r.lock_expires < now))
+    ]
     watch.failures = {k: v for k, v in watch.failures.items() if k in {r.id for r in running}}
     absent = await _absent(orch, running)
     limit = asyncio.Semaphore(PARALLEL_LOOKS)
@@ -642,7 +785,10 @@ async def pass_once(orch) -> Report:
                 f"{' and the router breaker is open' if routers_breaker else ''}: none is "
                 "recreated automatically (check the hosts and the control network; "
                 "rebootSystemVm or destroySystemVm repairs one by hand)",
-                None, None, level="ERROR")
+                None,
+                None,
+                level="ERROR",
+            )
         watch.breaker_open = True
         return report
     watch.breaker_open = False
@@ -652,8 +798,7 @@ async def pass_once(orch) -> Report:
         if not _due(watch, key):
             continue
         watch.failures.pop(svm_id, None)
-        reason = ("it stopped answering" if svm_id in dead
-                  else f"it was left {by_id[svm_id].state}")
+        reason = "it stopped answering" if svm_id in dead else f"it was left {by_id[svm_id].state}"
         if await _recreate(orch, svm_id, reason, watch, key):
             report.recreated.append(svm_id)
     return report
@@ -673,8 +818,7 @@ async def _absent(orch, running) -> set[int]:
         if host is None:
             continue
         try:
-            present = await asyncio.wait_for(orch.driver(host).running(),
-                                             health.STATUS_TIMEOUT)
+            present = await asyncio.wait_for(orch.driver(host).running(), health.STATUS_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - the looks decide instead
             log.debug("listing host %s failed: %s", host.name, exc)
             continue
@@ -689,7 +833,8 @@ async def _converge(orch, svm_id: int, status: health.Status) -> bool:
         svm = await session.get_one(SystemVm, svm_id)
         expected = (svm.applied_generation, svm.applied_hash)
     drift = svm.applied_hash is not None and (
-        (status.generation, status.document_hash) != expected or not status.converged)
+        (status.generation, status.document_hash) != expected or not status.converged
+    )
     try:
         async with hold(orch, svm_id, timeout=1.0):
             generation = await push(orch, svm_id, force=drift)
@@ -699,8 +844,7 @@ async def _converge(orch, svm_id: int, status: health.Status) -> bool:
     return drift or generation != expected[0]
 
 
-async def _recreate(orch, svm_id: int, reason: str, watch: Watch,
-                    key: tuple[int, str]) -> bool:
+async def _recreate(orch, svm_id: int, reason: str, watch: Watch, key: tuple[int, str]) -> bool:
     try:
         async with hold(orch, svm_id, timeout=1.0):
             async with orch.db.sessions() as session:
@@ -713,9 +857,13 @@ async def _recreate(orch, svm_id: int, reason: str, watch: Watch,
     except Exception as exc:  # noqa: BLE001 - reported, retried after a back-off
         _failed(watch, key)
         log.exception("recreating system VM %s failed", svm_id)
-        await orch.record_event("SYSTEMVM.RECREATE.FAILED",
-                                f"recreating system VM {svm_id} failed: {exc}", None, None,
-                                level="ERROR")
+        await orch.record_event(
+            "SYSTEMVM.RECREATE.FAILED",
+            f"recreating system VM {svm_id} failed: {exc}",
+            None,
+            None,
+            level="ERROR",
+        )
         return False
     if new_id is None:
         return False

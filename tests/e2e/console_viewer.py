@@ -35,8 +35,12 @@ async def view(url: str, hold: float) -> dict:
         if hold:
             print(json.dumps({"ok": True, "holding": hold}), flush=True)
             await asyncio.sleep(hold)
-        return {"ok": True, "width": viewer.width, "height": viewer.height,
-                "colour": list(update.dominant_colour())}
+        return {
+            "ok": True,
+            "width": viewer.width,
+            "height": viewer.height,
+            "colour": list(update.dominant_colour()),
+        }
     except (ConnectionError, TimeoutError, OSError) as exc:
         return {"ok": False, "status": None, "error": f"{type(exc).__name__}: {exc}"}
     finally:

@@ -52,8 +52,9 @@ async def system_vms(c, **filters) -> dict[str, dict]:
 
 async def running_pair(c, timeout: float = 120) -> dict[str, dict]:
     def both_up(found: dict[str, dict]) -> bool:
-        return len(found) == 2 and all(s["state"] == "Running" and s.get("agentstate") == "Up"
-                                       for s in found.values())
+        return len(found) == 2 and all(
+            s["state"] == "Running" and s.get("agentstate") == "Up" for s in found.values()
+        )
 
     found = await until(lambda: system_vms(c), both_up, timeout=timeout, interval=0.5)
     assert both_up(found), found
@@ -62,8 +63,21 @@ async def running_pair(c, timeout: float = 120) -> dict[str, dict]:
 
 async def view(c, url: str, hold: float = 0.0) -> dict:
     """What the console viewer in the lab's Internet saw through url."""
-    res = await run(["ip", "netns", "exec", c.ns("internet"), sys.executable, str(VIEWER),
-                     url, "--hold", str(hold)], check=False, timeout=60)
+    res = await run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            c.ns("internet"),
+            sys.executable,
+            str(VIEWER),
+            url,
+            "--hold",
+            str(hold),
+        ],
+        check=False,
+        timeout=60,
+    )
     lines = [line for line in res.stdout.splitlines() if line.strip()]
     assert lines, res
     return json.loads(lines[-1])
@@ -79,7 +93,7 @@ async def endpoint(c, vm: dict) -> dict:
 
 
 def rgb(colour: str) -> list[int]:
-    return [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
 
 
 async def test_the_zone_gets_a_storage_vm_and_a_console_proxy(world):
@@ -99,8 +113,9 @@ async def test_the_zone_gets_a_storage_vm_and_a_console_proxy(world):
     body = await c.curl(f"http://{ssvm['publicip']}/extract/forged", timeout=5)
     assert body is not None and "forged" not in body
     # A system VM's address is the system's: listed as such, never released by hand.
-    [ip] = (await c.call("listPublicIpAddresses", ipaddress=proxy["publicip"],
-                         listall="true"))["publicipaddress"]
+    [ip] = (await c.call("listPublicIpAddresses", ipaddress=proxy["publicip"], listall="true"))[
+        "publicipaddress"
+    ]
     assert ip["issystem"] is True
     with pytest.raises(CloudStackApiException) as refused:
         await c.call("disassociateIpAddress", id=ip["id"])
@@ -136,9 +151,12 @@ async def test_an_open_session_is_counted(world):
     await running_pair(c)
     url = ws_url(await endpoint(c, vm1))
     viewer = asyncio.create_task(view(c, url, hold=6))
-    counted = await until(lambda: system_vms(c, systemvmtype="consoleproxy"),
-                          lambda f: f["consoleproxy"].get("activeviewersessions") == 1,
-                          timeout=15, interval=0.5)
+    counted = await until(
+        lambda: system_vms(c, systemvmtype="consoleproxy"),
+        lambda f: f["consoleproxy"].get("activeviewersessions") == 1,
+        timeout=15,
+        interval=0.5,
+    )
     assert counted["consoleproxy"]["activeviewersessions"] == 1
     assert (await viewer)["ok"]
 
@@ -180,13 +198,16 @@ async def test_a_console_proxy_destroyed_behind_the_servers_back_is_recreated(wo
 
     def replaced(found: dict[str, dict]) -> bool:
         proxy = found.get("consoleproxy")
-        return bool(proxy and proxy["id"] != before["id"] and proxy["state"] == "Running"
-                    and proxy.get("agentstate") == "Up")
+        return bool(
+            proxy
+            and proxy["id"] != before["id"]
+            and proxy["state"] == "Running"
+            and proxy.get("agentstate") == "Up"
+        )
 
     found = await until(lambda: system_vms(c), replaced, timeout=90, interval=0.5)
     assert replaced(found), found
-    events = (await c.call("listEvents", type="PROXY.RECREATE", listall="true")).get(
-        "event", [])
+    events = (await c.call("listEvents", type="PROXY.RECREATE", listall="true")).get("event", [])
     assert any(before["name"] in e["description"] for e in events), events
     seen = await view(c, ws_url(await endpoint(c, vm1)))
     assert seen["ok"] and seen["colour"] == rgb(colour_of(vm1["instancename"]))

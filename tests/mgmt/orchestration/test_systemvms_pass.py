@@ -62,29 +62,59 @@ async def _world(db, home, *, ready: bool = False):
         cluster = Cluster(name="c", zone_id=zone.id, pod_id=pod.id, hypervisor="Netns")
         session.add(cluster)
         await session.flush()
-        host = Host(name="h", zone_id=zone.id, pod_id=pod.id, cluster_id=cluster.id,
-                    url="netns://h", hypervisor="Netns", ip_address="127.0.0.1")
-        rng = VlanIpRange(zone_id=zone.id, gateway="203.0.113.1", netmask="255.255.255.0",
-                          start_ip="203.0.113.10", end_ip="203.0.113.11")
+        host = Host(
+            name="h",
+            zone_id=zone.id,
+            pod_id=pod.id,
+            cluster_id=cluster.id,
+            url="netns://h",
+            hypervisor="Netns",
+            ip_address="127.0.0.1",
+        )
+        rng = VlanIpRange(
+            zone_id=zone.id,
+            gateway="203.0.113.1",
+            netmask="255.255.255.0",
+            start_ip="203.0.113.10",
+            end_ip="203.0.113.11",
+        )
         session.add_all([host, rng])
         await session.flush()
-        ips = [PublicIp(address=f"203.0.113.{10 + k}", zone_id=zone.id, vlan_range_id=rng.id,
-                        state="Allocated") for k in range(2)]
-        phys = PhysicalNetwork(name="pn", zone_id=zone.id,
-                               state="Enabled" if ready else "Disabled")
+        ips = [
+            PublicIp(
+                address=f"203.0.113.{10 + k}",
+                zone_id=zone.id,
+                vlan_range_id=rng.id,
+                state="Allocated",
+            )
+            for k in range(2)
+        ]
+        phys = PhysicalNetwork(name="pn", zone_id=zone.id, state="Enabled" if ready else "Disabled")
         session.add_all([*ips, phys])
         await session.flush()
         session.add(TrafficType(physical_network_id=phys.id, traffic_type="Public"))
         ids = {}
-        for k, (role, kind) in enumerate((("storage", "SecondaryStorageVm"),
-                                          ("console", "ConsoleProxy"))):
-            vm = VmInstance(name=f"{role[0] if role == 'storage' else 'v'}-{k + 1}-VM",
-                            type=kind, state="Running", account_id=admin.id,
-                            domain_id=admin.domain_id, zone_id=zone.id, host_id=host.id)
+        for k, (role, kind) in enumerate(
+            (("storage", "SecondaryStorageVm"), ("console", "ConsoleProxy"))
+        ):
+            vm = VmInstance(
+                name=f"{role[0] if role == 'storage' else 'v'}-{k + 1}-VM",
+                type=kind,
+                state="Running",
+                account_id=admin.id,
+                domain_id=admin.domain_id,
+                zone_id=zone.id,
+                host_id=host.id,
+            )
             session.add(vm)
             await session.flush()
-            svm = SystemVm(vm_id=vm.id, zone_id=zone.id, role=role,
-                           control_ip=f"169.254.9.{k + 2}", public_ip_id=ips[k].id)
+            svm = SystemVm(
+                vm_id=vm.id,
+                zone_id=zone.id,
+                role=role,
+                control_ip=f"169.254.9.{k + 2}",
+                public_ip_id=ips[k].id,
+            )
             session.add(svm)
             await session.flush()
             ids[role] = svm.id
@@ -102,8 +132,7 @@ async def world(db, tmp_path, monkeypatch):
 
     async def look(orch, svm_id):
         calls["look"].append(svm_id)
-        return health.Status(answering[svm_id], generation=1, document_hash="h",
-                             converged=True)
+        return health.Status(answering[svm_id], generation=1, document_hash="h", converged=True)
 
     async def push(orch, svm_id, *, force=False):
         calls["push"].append((svm_id, force))
@@ -162,8 +191,9 @@ async def test_the_breaker_stops_recreating_when_all_go_silent(world, db):
     assert report.breaker_open and calls["recreate"] == []
     await systemvms.pass_once(orch)  # still open: one alert, not one per pass
     async with db.sessions() as session:
-        alerts = (await session.scalars(select(Event).where(
-            Event.type == "SYSTEMVM.RECREATE.HALTED"))).all()
+        alerts = (
+            await session.scalars(select(Event).where(Event.type == "SYSTEMVM.RECREATE.HALTED"))
+        ).all()
     assert len(alerts) == 1 and alerts[0].level == "ERROR"
     answering[ids["storage"]] = True  # one comes back: the other one alone is repaired
     report = await systemvms.pass_once(orch)
@@ -214,8 +244,9 @@ async def test_the_documents_of_both_roles(world, db):
         for role in ("console", "storage"):
             svm = await session.get_one(SystemVm, ids[role])
             vm = await session.get_one(VmInstance, svm.vm_id)
-            docs[role] = await DOCUMENTS[role](DocumentInputs(
-                orch, session, zone, vm, svm, "203.0.113.10", orch._drivers[host_id]))
+            docs[role] = await DOCUMENTS[role](
+                DocumentInputs(orch, session, zone, vm, svm, "203.0.113.10", orch._drivers[host_id])
+            )
     console = ConsoleDocument.model_validate(docs["console"])
     assert console.proxy_id == "v-2-VM" and console.listen.address == "203.0.113.10"
     assert console.listen.port == 8080 and console.idle_timeout_s == 300

@@ -17,8 +17,7 @@ def _downgrade_below_0009(connection) -> None:
 
 def _shape(connection) -> tuple[set[str], set[str]]:
     found = inspect(connection)
-    return (set(found.get_table_names()),
-            {c["name"] for c in found.get_columns("vm_instances")})
+    return (set(found.get_table_names()), {c["name"] for c in found.get_columns("vm_instances")})
 
 
 async def test_revision_0009_downgrades_and_upgrades_again(db_url):

@@ -47,31 +47,71 @@ class World:
 
 
 async def client_of(live, admin, name: str, accounttype: int = 0) -> CloudStack:
-    account = (await call(admin, "createAccount", username=name, password=f"pw-{name}",
-                          email=f"{name}@x.test", firstname=name, lastname="T",
-                          accounttype=accounttype))["account"]
+    account = (
+        await call(
+            admin,
+            "createAccount",
+            username=name,
+            password=f"pw-{name}",
+            email=f"{name}@x.test",
+            firstname=name,
+            lastname="T",
+            accounttype=accounttype,
+        )
+    )["account"]
     keys = (await call(admin, "registerUserKeys", id=account["user"][0]["id"]))["userkeys"]
-    return CloudStack(live.url, key=keys["apikey"], secret=keys["secretkey"],
-                      fetch_result=True, poll_interval=0.05)
+    return CloudStack(
+        live.url,
+        key=keys["apikey"],
+        secret=keys["secretkey"],
+        fetch_result=True,
+        poll_interval=0.05,
+    )
 
 
-async def _system_vm(session, zone, host, account, role: str, n: int, ip: PublicIp,
-                     **svm) -> str:
+async def _system_vm(session, zone, host, account, role: str, n: int, ip: PublicIp, **svm) -> str:
     prefix = {"console": ("v", "ConsoleProxy"), "storage": ("s", "SecondaryStorageVm")}[role]
-    vm = VmInstance(name=f"{prefix[0]}-{n}-VM", type=prefix[1], state="Running",
-                    account_id=account.id, domain_id=account.domain_id, zone_id=zone.id,
-                    host_id=host.id)
+    vm = VmInstance(
+        name=f"{prefix[0]}-{n}-VM",
+        type=prefix[1],
+        state="Running",
+        account_id=account.id,
+        domain_id=account.domain_id,
+        zone_id=zone.id,
+        host_id=host.id,
+    )
     session.add(vm)
     await session.flush()
-    session.add_all([
-        Nic(vm_id=vm.id, traffic_type="Control", ip_address=f"169.254.0.{n + 10}",
-            netmask="255.255.255.0", mac=f"0e:00:00:00:00:{n:02x}", device_id=0),
-        Nic(vm_id=vm.id, traffic_type="Public", ip_address=ip.address,
-            netmask="255.255.255.0", gateway="203.0.113.1", mac=f"06:00:00:00:00:{n:02x}",
-            device_id=1, is_default=True),
-        SystemVm(vm_id=vm.id, zone_id=zone.id, role=role, control_ip=f"169.254.0.{n + 10}",
-                 public_ip_id=ip.id, **svm),
-    ])
+    session.add_all(
+        [
+            Nic(
+                vm_id=vm.id,
+                traffic_type="Control",
+                ip_address=f"169.254.0.{n + 10}",
+                netmask="255.255.255.0",
+                mac=f"0e:00:00:00:00:{n:02x}",
+                device_id=0,
+            ),
+            Nic(
+                vm_id=vm.id,
+                traffic_type="Public",
+                ip_address=ip.address,
+                netmask="255.255.255.0",
+                gateway="203.0.113.1",
+                mac=f"06:00:00:00:00:{n:02x}",
+                device_id=1,
+                is_default=True,
+            ),
+            SystemVm(
+                vm_id=vm.id,
+                zone_id=zone.id,
+                role=role,
+                control_ip=f"169.254.0.{n + 10}",
+                public_ip_id=ip.id,
+                **svm,
+            ),
+        ]
+    )
     return vm.uuid
 
 
@@ -80,8 +120,13 @@ async def world(live, monkeypatch) -> World:
     # These rows stand for system VMs that do not run: the server must not look at them
     # (their control addresses could be another lab's on this machine).
     monkeypatch.setattr(systemvms, "kick", lambda orch: None)
-    admin = CloudStack(live.url, key=live.admin.apikey, secret=live.admin.secretkey,
-                       fetch_result=True, poll_interval=0.05)
+    admin = CloudStack(
+        live.url,
+        key=live.admin.apikey,
+        secret=live.admin.secretkey,
+        fetch_result=True,
+        poll_interval=0.05,
+    )
     alice = await client_of(live, admin, "alice")
     bob = await client_of(live, admin, "bob")
     async with live.db.sessions() as session:
@@ -98,23 +143,51 @@ async def world(live, monkeypatch) -> World:
         cluster = Cluster(name="c", zone_id=zone.id, pod_id=pod.id, hypervisor="Netns")
         session.add(cluster)
         await session.flush()
-        host = Host(name="consolehost", zone_id=zone.id, pod_id=pod.id, cluster_id=cluster.id,
-                    url="netns://svmt", hypervisor="Netns", ip_address="127.0.0.1")
-        rng = VlanIpRange(zone_id=zone.id, gateway="203.0.113.1", netmask="255.255.255.0",
-                          start_ip="203.0.113.40", end_ip="203.0.113.41")
+        host = Host(
+            name="consolehost",
+            zone_id=zone.id,
+            pod_id=pod.id,
+            cluster_id=cluster.id,
+            url="netns://svmt",
+            hypervisor="Netns",
+            ip_address="127.0.0.1",
+        )
+        rng = VlanIpRange(
+            zone_id=zone.id,
+            gateway="203.0.113.1",
+            netmask="255.255.255.0",
+            start_ip="203.0.113.40",
+            end_ip="203.0.113.41",
+        )
         session.add_all([host, rng])
         await session.flush()
-        ips = [PublicIp(address=f"203.0.113.{40 + k}", zone_id=zone.id, vlan_range_id=rng.id,
-                        state="Allocated") for k in range(2)]
+        ips = [
+            PublicIp(
+                address=f"203.0.113.{40 + k}",
+                zone_id=zone.id,
+                vlan_range_id=rng.id,
+                state="Allocated",
+            )
+            for k in range(2)
+        ]
         session.add_all(ips)
         await session.flush()
-        proxy = await _system_vm(session, zone, host, root, "console", 1, ips[0],
-                                 active_sessions=3, version="9.9")
+        proxy = await _system_vm(
+            session, zone, host, root, "console", 1, ips[0], active_sessions=3, version="9.9"
+        )
         ssvm = await _system_vm(session, zone, host, root, "storage", 2, ips[1])
-        vm = VmInstance(name=f"i-{owner.id}-99-VM", host_name="desk", type="User",
-                        state="Running", account_id=owner.id, domain_id=owner.domain_id,
-                        zone_id=zone.id, host_id=host.id, vnc_port=VNC_PORT,
-                        vnc_password=VNC_PASSWORD)
+        vm = VmInstance(
+            name=f"i-{owner.id}-99-VM",
+            host_name="desk",
+            type="User",
+            state="Running",
+            account_id=owner.id,
+            domain_id=owner.domain_id,
+            zone_id=zone.id,
+            host_id=host.id,
+            vnc_port=VNC_PORT,
+            vnc_password=VNC_PASSWORD,
+        )
         session.add(vm)
         await session.commit()
         return World(live, admin, alice, bob, zone, host, proxy, ssvm, vm.uuid)
@@ -126,17 +199,33 @@ async def test_list_system_vms_fields_and_filters(world: World):
     assert set(by_type) == {"consoleproxy", "secondarystoragevm"}
     proxy, ssvm = by_type["consoleproxy"], by_type["secondarystoragevm"]
     assert proxy["id"] == world.proxy_uuid and proxy["name"] == "v-1-VM"
-    for field in ("id", "name", "systemvmtype", "state", "zoneid", "zonename", "hostid",
-                  "hostname", "publicip", "linklocalip", "privateip", "created", "version"):
+    for field in (
+        "id",
+        "name",
+        "systemvmtype",
+        "state",
+        "zoneid",
+        "zonename",
+        "hostid",
+        "hostname",
+        "publicip",
+        "linklocalip",
+        "privateip",
+        "created",
+        "version",
+    ):
         assert field in proxy and field in ssvm, field
-    assert (proxy["state"], proxy["zonename"], proxy["hostname"]) == ("Running", "zc",
-                                                                      "consolehost")
+    assert (proxy["state"], proxy["zonename"], proxy["hostname"]) == (
+        "Running",
+        "zc",
+        "consolehost",
+    )
     assert (proxy["publicip"], proxy["linklocalip"]) == ("203.0.113.40", "169.254.0.11")
     assert proxy["activeviewersessions"] == 3 and "activeviewersessions" not in ssvm
     assert proxy["version"] == "9.9"
     # Never looked at by this server: its agent counts as disconnected, not up.
     assert proxy["agentstate"] == "Disconnected"
-    only = (await call(world.admin, "listSystemVms", systemvmtype="secondarystoragevm"))
+    only = await call(world.admin, "listSystemVms", systemvmtype="secondarystoragevm")
     assert [s["id"] for s in only["systemvm"]] == [world.ssvm_uuid]
     assert (await call(world.admin, "listSystemVms", id=world.proxy_uuid))["count"] == 1
     assert (await call(world.admin, "listSystemVms", state="Stopped")) == {}
@@ -155,25 +244,38 @@ async def test_system_vm_commands_are_for_the_root_admin(world: World):
 
 async def test_a_console_endpoint_for_ones_own_running_instance(world: World):
     before = time.time()
-    answer = (await call(world.alice, "createConsoleEndpoint",
-                         virtualmachineid=world.vm_uuid, token="extra-1"))["consoleendpoint"]
+    answer = (
+        await call(
+            world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid, token="extra-1"
+        )
+    )["consoleendpoint"]
     assert answer["success"] is True
     ws = answer["websocket"]
-    assert (ws["host"], ws["port"], ws["path"], ws["extra"]) == ("203.0.113.40", "8080",
-                                                                 "/websockify", "extra-1")
+    assert (ws["host"], ws["port"], ws["path"], ws["extra"]) == (
+        "203.0.113.40",
+        "8080",
+        "/websockify",
+        "extra-1",
+    )
     assert answer["url"] == f"http://203.0.113.40:8080/?token={ws['token']}"
     keys = await systemvm_keys.console_keys(world.live.db, world.zone.uuid)
     grant = console_token.open_token(ws["token"], [console_token.decode_key(k) for k in keys])
     # The VNC server on the instance's host: the host's control address (the netns host
     # has 169.254.0.1 until its fabric picks its own subnet), its port and password.
     assert (grant.instance_id, grant.host, grant.port, grant.password) == (
-        world.vm_uuid, "169.254.0.1", VNC_PORT, VNC_PASSWORD)
+        world.vm_uuid,
+        "169.254.0.1",
+        VNC_PORT,
+        VNC_PASSWORD,
+    )
     assert before + 110 <= grant.expires <= time.time() + 130  # consoleproxy.token.ttl
     # Each call is a new session with a new one-time nonce.
-    again = (await call(world.alice, "createConsoleEndpoint",
-                        virtualmachineid=world.vm_uuid))["consoleendpoint"]
-    other = console_token.open_token(again["websocket"]["token"],
-                                     [console_token.decode_key(k) for k in keys])
+    again = (await call(world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid))[
+        "consoleendpoint"
+    ]
+    other = console_token.open_token(
+        again["websocket"]["token"], [console_token.decode_key(k) for k in keys]
+    )
     assert (other.nonce, other.session_id) != (grant.nonce, grant.session_id)
     assert again["websocket"]["extra"] == ""
     # The password travels only inside the sealed token.
@@ -185,8 +287,9 @@ async def test_another_accounts_instance_looks_missing(world: World):
     missing_id = "5a1b2c3d-0000-4000-8000-000000000000"
     missing = await fails(world.bob, "createConsoleEndpoint", virtualmachineid=missing_id)
     assert theirs["errorcode"] == missing["errorcode"] == 431
-    assert theirs["errortext"].replace(world.vm_uuid, "ID") == \
-        missing["errortext"].replace(missing_id, "ID")
+    assert theirs["errortext"].replace(world.vm_uuid, "ID") == missing["errortext"].replace(
+        missing_id, "ID"
+    )
 
 
 async def _set_vm(world: World, **values) -> None:
@@ -206,8 +309,7 @@ async def test_refusals_stopped_instance_no_display_no_proxy(world: World):
     assert err["errorcode"] == 530 and "no console display" in err["errortext"]
     await _set_vm(world, vnc_port=VNC_PORT)
     async with world.live.db.sessions() as session:
-        proxy = await session.scalar(select(VmInstance).where(
-            VmInstance.uuid == world.proxy_uuid))
+        proxy = await session.scalar(select(VmInstance).where(VmInstance.uuid == world.proxy_uuid))
         proxy.state = "Stopped"
         await session.commit()
     err = await fails(world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid)
@@ -215,13 +317,15 @@ async def test_refusals_stopped_instance_no_display_no_proxy(world: World):
 
 
 async def test_a_rotation_keeps_the_previous_key(world: World):
-    first = (await call(world.alice, "createConsoleEndpoint",
-                        virtualmachineid=world.vm_uuid))["consoleendpoint"]
+    first = (await call(world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid))[
+        "consoleendpoint"
+    ]
     old = await systemvm_keys.console_keys(world.live.db, world.zone.uuid)
     keys = await systemvm_keys.rotate_console_keys(world.live.db, world.zone.uuid)
     assert len(keys) == 2 and keys[1] == old[0] and keys[0] != old[0]
-    after = (await call(world.alice, "createConsoleEndpoint",
-                        virtualmachineid=world.vm_uuid))["consoleendpoint"]
+    after = (await call(world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid))[
+        "consoleendpoint"
+    ]
     both = [console_token.decode_key(k) for k in keys]
     for answer in (first, after):  # a token from before the rotation still opens
         console_token.open_token(answer["websocket"]["token"], both)
