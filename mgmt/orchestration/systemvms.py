@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appliances.lab.agentclient import AgentClient
 from mgmt.api.errors import ApiError
+from mgmt.commands.common import date
 from mgmt.db.models import Account, AccountType, Zone
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Host, PhysicalNetwork, PublicIp, TrafficType, VlanIpRange
@@ -539,9 +540,9 @@ async def look(orch, svm_id: int) -> health.Status:
         )
         reply = await client.status(timeout=health.STATUS_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure means: did not answer
-        return health.Status(False, error=f"{type(exc).__name__}: {exc}")
+        return await _silent(orch, svm_id, f"{type(exc).__name__}: {exc}")
     if not reply.ok or not isinstance(reply.body, dict):
-        return health.Status(False, error=f"HTTP {reply.status}: {str(reply.body)[:300]}")
+        return await _silent(orch, svm_id, f"HTTP {reply.status}: {str(reply.body)[:300]}")
     body = reply.body
     found = health.Status(
         True,
@@ -560,6 +561,19 @@ async def look(orch, svm_id: int) -> health.Status:
         active_sessions=int(proxy.get("activeviewersessions") or 0),
     )
     return found
+
+
+async def _silent(orch, svm_id: int, error: str) -> health.Status:
+    """A look that got no answer: listSystemVms shows the agent's check failed."""
+    check = {
+        "checkname": "agent",
+        "checktype": "basic",
+        "success": False,
+        "lastupdated": date(utcnow()),
+        "details": error,
+    }
+    await _set(orch, svm_id, health=json.dumps([check]))
+    return health.Status(False, error=error)
 
 
 async def agent_for(orch, zone_id: int, role: str) -> AgentClient | None:

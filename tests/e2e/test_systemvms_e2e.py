@@ -112,6 +112,16 @@ async def test_the_zone_gets_a_storage_vm_and_a_console_proxy(world):
     # token is refused there.
     body = await c.curl(f"http://{ssvm['publicip']}/extract/forged", timeout=5)
     assert body is not None and "forged" not in body
+    # Its agent runs the storage role on the zone's store, as its document says.
+    [zone_id] = await ready_zone_ids(c)
+    agent = await systemvms.agent_for(c.server.orchestrator, zone_id, "storage")
+    status = (await agent.status()).body
+    assert status["role"] == "storage" and status["converged"], status
+    assert set(status["services"]) >= {"images", "transfer"}
+    assert (
+        await systemvms.public_address(c.server.orchestrator, zone_id, "storage")
+        == ssvm["publicip"]
+    )
     # A system VM's address is the system's: listed as such, never released by hand.
     [ip] = (await c.call("listPublicIpAddresses", ipaddress=proxy["publicip"], listall="true"))[
         "publicipaddress"
