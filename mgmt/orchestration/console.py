@@ -18,6 +18,7 @@ from mgmt.api.errors import ApiError
 from mgmt.db.models import Zone
 from mgmt.db.models.compute import VmInstance
 from mgmt.db.models.infra import Host, PublicIp
+from mgmt.db.sealing import VNC_PASSWORD
 from mgmt.db.settings import get_setting
 from mgmt.orchestration import systemvm_keys, systemvms
 from mgmt.orchestration.systemvm_documents import CONSOLE_PORT, WEBSOCKET_PATH, console_url
@@ -54,7 +55,7 @@ async def endpoint(orch, vm_id: int, extra: str | None = None) -> dict[str, Any]
         instance_id=uuid,
         host=orch.driver(host).control_address,
         port=port,
-        password=password,
+        password=orch.sealer.unseal(password, VNC_PASSWORD),
         ttl_s=ttl,
     )
     return {

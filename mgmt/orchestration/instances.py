@@ -18,6 +18,7 @@ from mgmt.api.errors import ApiError
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.models.networks import Network
+from mgmt.db.sealing import VNC_PASSWORD
 from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
 from mgmt.orchestration import allocator, networks, sync
@@ -110,8 +111,9 @@ async def _vnc(orch, vm_id: int, host: Host, driver) -> VncPlan | None:
         vm.vnc_port = None
         await session.flush()
         vm.vnc_port = await free_vnc_port(session, host.id)
-        vm.vnc_password = secrets.token_urlsafe(6)  # 8 characters: all RFB uses
-        plan = VncPlan(driver.control_address, vm.vnc_port, vm.vnc_password)
+        password = secrets.token_urlsafe(6)  # 8 characters: all RFB uses
+        vm.vnc_password = orch.sealer.seal(password, VNC_PASSWORD)
+        plan = VncPlan(driver.control_address, vm.vnc_port, password)
         await session.commit()
     return plan
 

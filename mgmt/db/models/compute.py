@@ -52,9 +52,10 @@ class VmInstance(Common, Base):
     group_name: Mapped[str | None] = mapped_column(String(255))
     started: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Revision 0009: the instance's VNC display on its host while it runs (the port on
-    #: the host's control address) and the display's password, new at every start.
+    #: the host's control address) and the display's password, new at every start,
+    #: sealed (mgmt.db.sealing, purpose VNC_PASSWORD).
     vnc_port: Mapped[int | None] = mapped_column(Integer)
-    vnc_password: Mapped[str | None] = mapped_column(String(64))
+    vnc_password: Mapped[str | None] = mapped_column(String(255))
 
 
 class Nic(Common, Base):

@@ -1,7 +1,7 @@
 """System VMs: the system_vms table, and each instance's VNC display.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
 Written from mgmt.db.models.systemvms.SystemVm and mgmt.db.models.compute.VmInstance
@@ -20,7 +20,7 @@ from alembic import op
 from mgmt.migrations.conventions import TIMESTAMP, common, fk, indexes, live_unique
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -56,7 +56,7 @@ def upgrade() -> None:
     live_unique("uq_system_vms_live_vm", TABLE, "vm_id")
     with op.batch_alter_table("vm_instances") as batch:
         batch.add_column(sa.Column("vnc_port", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("vnc_password", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("vnc_password", sa.String(length=255), nullable=True))
 
 
 def downgrade() -> None:

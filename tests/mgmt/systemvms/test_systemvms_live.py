@@ -18,6 +18,8 @@ from mgmt.db.models import Account, Zone
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Cluster, Host, Pod, PublicIp, VlanIpRange
 from mgmt.db.models.systemvms import SystemVm
+from mgmt.db.sealing import VNC_PASSWORD as VNC_SEAL
+from mgmt.db.sealing import is_sealed
 from mgmt.orchestration import systemvm_keys, systemvms
 
 VNC_PORT, VNC_PASSWORD = 5907, "pw-12345"
@@ -186,7 +188,7 @@ async def world(live, monkeypatch) -> World:
             zone_id=zone.id,
             host_id=host.id,
             vnc_port=VNC_PORT,
-            vnc_password=VNC_PASSWORD,
+            vnc_password=live.orchestrator.sealer.seal(VNC_PASSWORD, VNC_SEAL),
         )
         session.add(vm)
         await session.commit()
@@ -278,8 +280,13 @@ async def test_a_console_endpoint_for_ones_own_running_instance(world: World):
     )
     assert (other.nonce, other.session_id) != (grant.nonce, grant.session_id)
     assert again["websocket"]["extra"] == ""
-    # The password travels only inside the sealed token.
+    # The password travels only inside the sealed token, and is sealed on the row.
     assert VNC_PASSWORD not in str(answer)
+    async with world.live.db.sessions() as session:
+        stored = await session.scalar(
+            select(VmInstance.vnc_password).where(VmInstance.uuid == world.vm_uuid)
+        )
+    assert is_sealed(stored) and VNC_PASSWORD not in stored
 
 
 async def test_another_accounts_instance_looks_missing(world: World):
