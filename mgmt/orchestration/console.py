@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from appliances.common import console_token
 from mgmt.api.errors import ApiError
 from mgmt.db.models import Zone
 from mgmt.db.models.compute import VmInstance
 from mgmt.db.models.infra import Host, PublicIp
+from mgmt.db.models.systemvms import VmConsole
 from mgmt.db.sealing import VNC_PASSWORD
 from mgmt.db.settings import get_setting
 from mgmt.orchestration import systemvm_keys, systemvms
@@ -33,7 +36,10 @@ async def endpoint(orch, vm_id: int, extra: str | None = None) -> dict[str, Any]
             raise ApiError(
                 431, f"instance {label} is {vm.state}: only a Running instance has a console"
             )
-        if vm.host_id is None or vm.vnc_port is None or not vm.vnc_password:
+        display = await session.scalar(
+            select(VmConsole).where(VmConsole.vm_id == vm.id, VmConsole.live())
+        )
+        if vm.host_id is None or display is None or display.host_id != vm.host_id:
             raise ApiError(
                 530,
                 f"instance {label} has no console display (it started while "
@@ -48,7 +54,7 @@ async def endpoint(orch, vm_id: int, extra: str | None = None) -> dict[str, Any]
             )
         public = (await session.get_one(PublicIp, found[0].public_ip_id)).address
         ttl = int(await get_setting(session, "consoleproxy.token.ttl"))
-        port, password, uuid = vm.vnc_port, vm.vnc_password, vm.uuid
+        port, password, uuid = display.port, display.password, vm.uuid
     keys = await systemvm_keys.console_keys(orch.db, zone.uuid)
     token, _grant = console_token.issue(
         console_token.decode_key(keys[0]),

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mgmt.db.models.compute import Nic, Router, VmInstance
 from mgmt.db.models.networks import Network
-from mgmt.db.models.systemvms import SystemVm
+from mgmt.db.models.systemvms import SystemVm, VmConsole
 
 T = TypeVar("T")
 ATTEMPTS = 8
@@ -89,10 +89,10 @@ VNC_DISPLAYS = 1000
 
 
 async def free_vnc_port(session, host_id: int) -> int:
-    """The lowest VNC port on the host no live instance placed there holds."""
-    used = set((await session.scalars(select(VmInstance.vnc_port).where(
-        VmInstance.host_id == host_id, VmInstance.live(),
-        VmInstance.vnc_port.is_not(None)))).all())
+    """The lowest VNC port on the host no instance's display holds (a unique index on
+    the live displays refuses a port two starts picked at once)."""
+    used = set((await session.scalars(select(VmConsole.port).where(
+        VmConsole.host_id == host_id, VmConsole.live()))).all())
     for port in range(VNC_BASE_PORT, VNC_BASE_PORT + VNC_DISPLAYS):
         if port not in used:
             return port

@@ -1,10 +1,11 @@
-"""Instances, their NICs, virtual routers and the keystore. (Revisions 0006, 0007, 0009.)
+"""Instances, their NICs, virtual routers and the keystore. (Revisions 0006, 0007.)
 
 ``vm_instances`` holds user instances and system VMs alike (``type`` is
 CloudStack's: ``User``, ``DomainRouter``, ``SecondaryStorageVm`` or
 ``ConsoleProxy``), as CloudStack's vm_instance does; what only a router has lives
 in ``routers`` (one row per router VM), what only a system VM has in
-``system_vms`` (mgmt.db.models.systemvms).
+``system_vms`` and an instance's VNC display in ``vm_consoles``
+(mgmt.db.models.systemvms).
 
 A router row carries the reconciliation state: ``generation``/``doc_hash`` of
 the last document built for it, ``applied_generation``/``applied_hash`` of the
@@ -51,11 +52,6 @@ class VmInstance(Common, Base):
     user_data: Mapped[str | None] = mapped_column(Text)
     group_name: Mapped[str | None] = mapped_column(String(255))
     started: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Revision 0009: the instance's VNC display on its host while it runs (the port on
-    #: the host's control address) and the display's password, new at every start,
-    #: sealed (mgmt.db.sealing, purpose VNC_PASSWORD).
-    vnc_port: Mapped[int | None] = mapped_column(Integer)
-    vnc_password: Mapped[str | None] = mapped_column(String(255))
 
 
 class Nic(Common, Base):

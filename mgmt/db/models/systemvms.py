@@ -1,4 +1,5 @@
-"""System VMs: each zone's secondary storage VM and console proxy. (Revision 0009.)
+"""System VMs: each zone's secondary storage VM and console proxy; instances' VNC
+displays, which the console proxy opens. (Revision 0009.)
 
 The VM itself is a ``vm_instances`` row (type ``SecondaryStorageVm``, name
 ``s-<id>-VM``, or ``ConsoleProxy``, ``v-<id>-VM``), as in CloudStack; this table
@@ -52,3 +53,21 @@ class SystemVm(Common, Base):
     active_sessions: Mapped[int] = mapped_column(Integer, default=0)
     lock_owner: Mapped[str | None] = mapped_column(String(255))
     lock_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class VmConsole(Common, Base):
+    """A running instance's VNC display on its host: the port on the host's control
+    address, and the display's password, new at every start and sealed
+    (mgmt.db.sealing, purpose VNC_PASSWORD). Removed when the instance stops. A table of
+    its own rather than columns of ``vm_instances``, whose rows every part writes."""
+
+    __tablename__ = "vm_consoles"
+    __table_args__ = (
+        live_unique("uq_vm_consoles_live_vm", "vm_id"),
+        live_unique("uq_vm_consoles_live_host_port", "host_id", "port"),
+    )
+
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm_instances.id"))
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    port: Mapped[int] = mapped_column(Integer)
+    password: Mapped[str] = mapped_column(String(255))

@@ -1,13 +1,12 @@
-"""System VMs: the system_vms table, and each instance's VNC display.
+"""System VMs: the system_vms table, and vm_consoles for instances' VNC displays.
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-01
 
-Written from mgmt.db.models.systemvms.SystemVm and mgmt.db.models.compute.VmInstance
-(tests/mgmt/db checks that the two agree). Zones have no system VM yet (the next
-reconcile pass starts them); existing instances have no VNC display until their
-next start.
+Written from mgmt.db.models.systemvms (tests/mgmt/db checks that the two agree).
+Zones have no system VM yet (the next reconcile pass starts them); running
+instances have no VNC display until their next start.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TABLE = "system_vms"
+CONSOLES = "vm_consoles"
 
 
 def upgrade() -> None:
@@ -54,13 +54,21 @@ def upgrade() -> None:
     indexes(TABLE, "zone_id")
     live_unique("uq_system_vms_live_zone_role", TABLE, "zone_id", "role")
     live_unique("uq_system_vms_live_vm", TABLE, "vm_id")
-    with op.batch_alter_table("vm_instances") as batch:
-        batch.add_column(sa.Column("vnc_port", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("vnc_password", sa.String(length=255), nullable=True))
+    op.create_table(
+        CONSOLES,
+        sa.Column("vm_id", sa.Integer(), nullable=False),
+        sa.Column("host_id", sa.Integer(), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("password", sa.String(length=255), nullable=False),
+        *common(CONSOLES),
+        fk(CONSOLES, "vm_id", "vm_instances"),
+        fk(CONSOLES, "host_id", "hosts"),
+    )
+    indexes(CONSOLES, "host_id")
+    live_unique("uq_vm_consoles_live_vm", CONSOLES, "vm_id")
+    live_unique("uq_vm_consoles_live_host_port", CONSOLES, "host_id", "port")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("vm_instances") as batch:
-        batch.drop_column("vnc_password")
-        batch.drop_column("vnc_port")
+    op.drop_table(CONSOLES)
     op.drop_table(TABLE)

@@ -8,6 +8,8 @@ from sqlalchemy import inspect
 from mgmt.db.engine import open_database
 from mgmt.db.migrate import alembic_config, current_revision, head_revision, upgrade
 
+TABLES = {"system_vms", "vm_consoles"}
+
 
 def _downgrade_below_0009(connection) -> None:
     config = alembic_config()
@@ -15,9 +17,8 @@ def _downgrade_below_0009(connection) -> None:
     alembic_command.downgrade(config, "0009-1")
 
 
-def _shape(connection) -> tuple[set[str], set[str]]:
-    found = inspect(connection)
-    return (set(found.get_table_names()), {c["name"] for c in found.get_columns("vm_instances")})
+def _tables(connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
 
 
 async def test_revision_0009_downgrades_and_upgrades_again(db_url):
@@ -26,12 +27,10 @@ async def test_revision_0009_downgrades_and_upgrades_again(db_url):
         async with db.engine.begin() as conn:
             await conn.run_sync(_downgrade_below_0009)
         async with db.engine.connect() as conn:
-            tables, columns = await conn.run_sync(_shape)
-        assert "system_vms" not in tables and "vnc_port" not in columns
+            assert not TABLES & await conn.run_sync(_tables)
         await upgrade(db.engine)
         assert await current_revision(db.engine) == head_revision()
         async with db.engine.connect() as conn:
-            tables, columns = await conn.run_sync(_shape)
-        assert "system_vms" in tables and {"vnc_port", "vnc_password"} <= columns
+            assert await conn.run_sync(_tables) >= TABLES
     finally:
         await db.close()

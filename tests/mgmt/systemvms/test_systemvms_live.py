@@ -17,7 +17,7 @@ from appliances.common import console_token
 from mgmt.db.models import Account, Zone
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Cluster, Host, Pod, PublicIp, VlanIpRange
-from mgmt.db.models.systemvms import SystemVm
+from mgmt.db.models.systemvms import SystemVm, VmConsole
 from mgmt.db.sealing import VNC_PASSWORD as VNC_SEAL
 from mgmt.db.sealing import is_sealed
 from mgmt.orchestration import systemvm_keys, systemvms
@@ -187,10 +187,11 @@ async def world(live, monkeypatch) -> World:
             domain_id=owner.domain_id,
             zone_id=zone.id,
             host_id=host.id,
-            vnc_port=VNC_PORT,
-            vnc_password=live.orchestrator.sealer.seal(VNC_PASSWORD, VNC_SEAL),
         )
         session.add(vm)
+        await session.flush()
+        sealed = live.orchestrator.sealer.seal(VNC_PASSWORD, VNC_SEAL)
+        session.add(VmConsole(vm_id=vm.id, host_id=host.id, port=VNC_PORT, password=sealed))
         await session.commit()
         return World(live, admin, alice, bob, zone, host, proxy, ssvm, vm.uuid)
 
@@ -284,7 +285,7 @@ async def test_a_console_endpoint_for_ones_own_running_instance(world: World):
     assert VNC_PASSWORD not in str(answer)
     async with world.live.db.sessions() as session:
         stored = await session.scalar(
-            select(VmInstance.vnc_password).where(VmInstance.uuid == world.vm_uuid)
+            select(VmConsole.password).where(VmConsole.port == VNC_PORT, VmConsole.live())
         )
     assert is_sealed(stored) and VNC_PASSWORD not in stored
 
@@ -311,10 +312,17 @@ async def test_refusals_stopped_instance_no_display_no_proxy(world: World):
     await _set_vm(world, state="Stopped", host_id=None)
     err = await fails(world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid)
     assert err["errorcode"] == 431 and "Stopped" in err["errortext"]
-    await _set_vm(world, state="Running", host_id=world.host.id, vnc_port=None)
+    await _set_vm(world, state="Running", host_id=world.host.id)
+    async with world.live.db.sessions() as session:
+        display = await session.scalar(select(VmConsole).where(VmConsole.port == VNC_PORT))
+        display.remove()
+        await session.commit()
     err = await fails(world.alice, "createConsoleEndpoint", virtualmachineid=world.vm_uuid)
     assert err["errorcode"] == 530 and "no console display" in err["errortext"]
-    await _set_vm(world, vnc_port=VNC_PORT)
+    async with world.live.db.sessions() as session:
+        display = await session.scalar(select(VmConsole).where(VmConsole.port == VNC_PORT))
+        display.removed = None
+        await session.commit()
     async with world.live.db.sessions() as session:
         proxy = await session.scalar(select(VmInstance).where(VmInstance.uuid == world.proxy_uuid))
         proxy.state = "Stopped"
