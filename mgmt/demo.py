@@ -238,7 +238,9 @@ def _print_summary(url: str, key: str, secret: str, facts: dict[str, Any]) -> No
         f"  (or: export CLOUDSTACK_CONFIG={ini})",
         "  skiff api list routers -o table",
         "  skiff api list virtualmachines -o table",
+        "  skiff api list systemvms -o table       # the zone's storage VM and console proxy",
         "  cs listPublicIpAddresses",
+        "  cs createConsoleEndpoint virtualmachineid=<id>   # web1's screen, through the proxy",
     ]
     if "vpn" in facts:
         vpn = facts["vpn"]

@@ -327,17 +327,26 @@ def x11_skip_reason() -> str | None:
 
 
 class X11Vnc:
-    """Xvfb with a solid root window, served by x11vnc on loopback."""
+    """Xvfb with a solid root window, served by x11vnc on loopback (or on ``listen`` and
+    ``port``: the lab's VNC displays of instances, appliances.lab.vncserver). With
+    ``passwdfile`` x11vnc reads the password from that file, never from its argv."""
 
     def __init__(
         self,
         colour: str = "#3366cc",
         password: str | None = None,
         size: tuple[int, int] = (320, 240),
+        *,
+        listen: str = "127.0.0.1",
+        port: int = 0,
+        passwdfile: Path | None = None,
     ):
         self.colour = colour
         self.password = password
         self.size = size
+        self.listen = listen
+        self.want_port = port
+        self.passwdfile = passwdfile
         self.port = 0
         self.display = ""
         self.dir = Path(tempfile.mkdtemp(prefix="skiff-x11vnc-"))
@@ -379,7 +388,7 @@ class X11Vnc:
         subprocess.run(
             ["xsetroot", "-solid", self.colour], env=env, check=True, stdout=log, stderr=log
         )
-        self.port = free_port()
+        self.port = self.want_port or free_port()
         args = [
             "x11vnc",
             "-display",
@@ -387,7 +396,8 @@ class X11Vnc:
             "-rfbport",
             str(self.port),
             "-listen",
-            "127.0.0.1",
+            self.listen,
+            "-noipv6",
             "-forever",
             "-shared",
             "-noxdamage",
@@ -404,10 +414,12 @@ class X11Vnc:
                 stderr=log,
             )
             args = [a for a in args if a != "-nopw"] + ["-rfbauth", str(passfile)]
+        elif self.passwdfile is not None:
+            args = [a for a in args if a != "-nopw"] + ["-passwdfile", str(self.passwdfile)]
         vnc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.procs.append(vnc)
         log.close()
-        _wait_port("127.0.0.1", self.port, vnc, self.dir / "x.log")
+        _wait_port(self.listen, self.port, vnc, self.dir / "x.log")
 
     def __exit__(self, *exc) -> None:
         for proc in reversed(self.procs):

@@ -45,7 +45,7 @@ async def ip_answers(session, ips: list[PublicIp]) -> list[dict]:
             "zonename": zones[ip.zone_id].name,
             "issourcenat": ip.source_nat,
             "isstaticnat": bool(ip.static_nat_vm_id),
-            "issystem": False,
+            "issystem": ip.account_id is None,  # a system VM's (mgmt.orchestration.systemvms)
             "forvirtualnetwork": True,
             "state": ip.state,
             "account": account.name if account else None,
@@ -145,6 +145,8 @@ async def _check_ip_id(call, args) -> dict:
 async def disassociate_ip_address(call, args) -> PlainResult:
     async with call.server.db.sessions() as session:
         ip = await visible_ip(session, call, args["id"])
+        if ip.account_id is None:
+            raise param_error(f"{ip.address} belongs to a system VM: it goes with it")
         if ip.source_nat:
             raise param_error(f"{ip.address} is the network's source NAT address: it goes "
                               "with the network")

@@ -32,6 +32,7 @@ from mgmt.db.models.infra import (
 )
 from mgmt.db.models.networks import Network
 from mgmt.db.types import UTCDateTime, new_uuid, utcnow
+from mgmt.orchestration import systemvms
 
 HYPERVISORS = ("KVM", "Netns")
 TRAFFIC_TYPES = ("Public", "Guest", "Management", "Storage")
@@ -668,6 +669,7 @@ async def add_host(call, args) -> ListResult:
         session.add(host)
         await session.commit()
         await call.server.events.record(call, "HOST.ADD", f"added host {host.name}", host)
+        systemvms.kick(call.server.orchestrator)  # the zone's system VMs may start now
         return ListResult("host", [host_fields(host, zone, pod, cluster)])
 
 
@@ -1041,6 +1043,7 @@ async def update_physical_network(call, args) -> ObjectResult:
         await call.server.events.record(
             call, "PHYSICAL.NETWORK.UPDATE", f"updated physical network {network.name}", network
         )
+        systemvms.kick(call.server.orchestrator)
         return ObjectResult("physicalnetwork", await _network_answer(session, network))
 
 
@@ -1526,6 +1529,7 @@ async def create_vlan_ip_range(call, args) -> ObjectResult:
         await call.server.events.record(
             call, "VLAN.IP.RANGE.CREATE", f"created public IP range {first}-{last}", ip_range
         )
+        systemvms.kick(call.server.orchestrator)
         return ObjectResult("vlan", vlan_fields(ip_range, zone, network))
 
 

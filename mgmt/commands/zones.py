@@ -13,6 +13,7 @@ from mgmt.commands.tags import tags_member
 from mgmt.db.jsonpage import JsonConst, JsonField, JsonShape, json_one
 from mgmt.db.models import Zone
 from mgmt.db.types import utcnow
+from mgmt.orchestration import systemvms
 
 #: A zone as every answer shows it (listZones, createZone, updateZone).
 ZONE = JsonShape(
@@ -162,6 +163,8 @@ async def update_zone(call, args) -> ObjectResult:
         apply_given(zone, args, changes)
         await session.commit()
         await call.server.events.record(call, "ZONE.EDIT", f"updated zone {zone.name}", zone)
+        if zone.allocation_state == "Enabled":
+            systemvms.kick(call.server.orchestrator)  # its system VMs, if it is ready
         return await zone_answer(session, zone)
 
 

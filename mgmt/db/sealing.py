@@ -40,6 +40,7 @@ RA_PSK = "remote_access_vpns.preshared_key"
 VPN_PASSWORD = "vpn_users.password"
 S2S_PSK = "vpn_customer_gateways.ipsec_psk"
 JOB_RESULT = "async_jobs.result"
+VNC_PASSWORD = "vm_consoles.password"
 
 
 class SealError(Exception):

@@ -97,6 +97,16 @@ DEFAULTS: tuple[Setting, ...] = (
             "build/out/skiff-systemvm-rootfs.tar.zst from make image) that namespace hosts "
             "start the zone's routers from: the image's own Python and daemons. Empty: the "
             "hosts' own environment. Routers started after a change use it.", scope="zone"),
+    Setting("vm.vnc.enabled", True, "Console Proxy",
+            "Whether instances get a VNC display on their host when they start (in the lab: "
+            "Xvfb and x11vnc on the host's control address), which createConsoleEndpoint "
+            "opens through the zone's console proxy."),
+    Setting("consoleproxy.session.timeout", 300, "Console Proxy",
+            "Seconds a console session may stay idle (no bytes either way) before the "
+            "console proxy closes it.", range=(1, 86400)),
+    Setting("consoleproxy.token.ttl", 120, "Console Proxy",
+            "Seconds a createConsoleEndpoint URL may be opened in (its token is good for "
+            "one session).", range=(5, 3600)),
     Setting("remote.access.vpn.client.iprange", "10.1.2.1-10.1.2.8", "Network",
             "Addresses remote access VPN clients get.", scope="account"),
     Setting("remote.access.vpn.user.limit", 8, "Network",

@@ -38,15 +38,16 @@ DRIVE_KIB = 1024
 def boot_config(plan: RouterPlan, *, management_address: str, management_port: int = 8080,
                 gateway: str | None = None, ssh_keys: Sequence[str] = (),
                 agent_port: int = 8443, inline_pki: bool = False,
-                role: str = "router") -> BootConfig:
+                role: str | None = None) -> BootConfig:
     """The validated configuration for plan's appliance (ValueError if it is not valid).
-    A console proxy or storage VM passes its role; its plan is RouterPlan-shaped. The
+    The role is the plan's (a console proxy or storage VM's plan is RouterPlan-shaped)
+    unless ``role`` says otherwise. The
     plan's heartbeat URL and interval, when it has one, go in too."""
     control = next((n for n in plan.nics if n.role == "control"), None)
     if control is None:
         raise HostError(f"router {plan.name} has no control NIC")
     return BootConfig(
-        role=role,
+        role=role or plan.role,
         appliance_id=plan.name,
         control=Control(device=control.device, address=plan.control_ip,
                         gateway=ipaddress.IPv4Address(gateway) if gateway else None),

@@ -8,18 +8,23 @@ lease, and the instance starts on a host the allocator picks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mgmt.api.errors import ApiError
 from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.models.networks import Network
+from mgmt.db.models.systemvms import VmConsole
+from mgmt.db.sealing import VNC_PASSWORD
+from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
 from mgmt.orchestration import allocator, networks, sync
-from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan
-from mgmt.orchestration.placement import vni_of
+from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan, VncPlan
+from mgmt.orchestration.placement import free_vnc_port, retrying, vni_of
 
 log = logging.getLogger("skiff.orchestration")
 
@@ -79,16 +84,45 @@ async def start(orch, vm_id: int, prefer_host: int | None = None) -> None:
     driver = orch.driver(host)
     try:
         await driver.prepare()
+        plan = dataclasses.replace(plan, vnc=await _vnc(orch, vm_id, host, driver))
         for network in nets.values():
             await driver.plug_segment(vni_of(network), await orch.peers(network.id, host.id))
         await driver.start_instance(plan)
         for network in nets.values():
             await orch.wire_segment(network.id, vni_of(network))
-    except (HostError, OSError, RuntimeError) as exc:
+    except (HostError, OSError, RuntimeError, LookupError) as exc:
         await _set(orch, vm_id, state="Error")
         raise ApiError(530, f"instance {vm.name} did not start on host {host.name}: "
                        f"{exc}") from exc
     await _set(orch, vm_id, state="Running", started=utcnow())
+
+
+async def _vnc(orch, vm_id: int, host: Host, driver) -> VncPlan | None:
+    """The instance's VNC display on its host (setting ``vm.vnc.enabled``): a free port
+    on the host's control address and a new password, kept (sealed) in ``vm_consoles``
+    for createConsoleEndpoint. Chosen under the host's lock, as control addresses are."""
+    await _forget_display(orch, vm_id)
+    async with orch.db.sessions() as session:
+        if not await get_setting(session, "vm.vnc.enabled"):
+            return None
+    password = secrets.token_urlsafe(6)  # 8 characters: all RFB uses
+
+    async def insert() -> int:
+        async with orch.host_lock(host.id), orch.db.sessions() as session:
+            await allocator.lock_host(session, host.id)
+            port = await free_vnc_port(session, host.id)
+            session.add(VmConsole(vm_id=vm_id, host_id=host.id, port=port,
+                                  password=orch.sealer.seal(password, VNC_PASSWORD)))
+            await session.commit()
+            return port
+
+    return VncPlan(driver.control_address, await retrying(insert, "VNC port"), password)
+
+
+async def _forget_display(orch, vm_id: int) -> None:
+    async with orch.db.sessions() as session, session.begin():
+        await session.execute(update(VmConsole).where(
+            VmConsole.vm_id == vm_id, VmConsole.live()).values(removed=utcnow()))
 
 
 async def stop(orch, vm_id: int) -> None:
@@ -103,6 +137,7 @@ async def stop(orch, vm_id: int) -> None:
         except HostError as exc:
             await _set(orch, vm_id, state="Running")
             raise ApiError(530, f"instance {vm.name} did not stop: {exc}") from exc
+    await _forget_display(orch, vm_id)
     await _set(orch, vm_id, state="Stopped", last_host_id=vm.host_id, host_id=None)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mgmt.db.models.compute import Nic, Router, VmInstance
 from mgmt.db.models.networks import Network
+from mgmt.db.models.systemvms import SystemVm, VmConsole
 
 T = TypeVar("T")
 ATTEMPTS = 8
@@ -68,11 +69,31 @@ async def free_guest_ip(session, network: Network, wanted: str | None = None) ->
 
 
 async def free_control_ip(session, host_id: int, network: ipaddress.IPv4Network) -> str:
-    """The lowest control address on the host no live router uses (the host has .1)."""
+    """The lowest control address on the host no live router or system VM uses (the
+    host has .1)."""
     used = set((await session.scalars(
         select(Router.control_ip).join(VmInstance, VmInstance.id == Router.vm_id)
         .where(VmInstance.host_id == host_id, Router.live(), VmInstance.live()))).all())
+    used |= set((await session.scalars(
+        select(SystemVm.control_ip).join(VmInstance, VmInstance.id == SystemVm.vm_id)
+        .where(VmInstance.host_id == host_id, SystemVm.live(), VmInstance.live()))).all())
     for addr in list(network.hosts())[1:]:
         if str(addr) not in used:
             return str(addr)
     raise LookupError(f"the host's control network {network} is full")
+
+
+#: VNC displays of instances listen on the host's control address at 5900 + n.
+VNC_BASE_PORT = 5900
+VNC_DISPLAYS = 1000
+
+
+async def free_vnc_port(session, host_id: int) -> int:
+    """The lowest VNC port on the host no instance's display holds (a unique index on
+    the live displays refuses a port two starts picked at once)."""
+    used = set((await session.scalars(select(VmConsole.port).where(
+        VmConsole.host_id == host_id, VmConsole.live()))).all())
+    for port in range(VNC_BASE_PORT, VNC_BASE_PORT + VNC_DISPLAYS):
+        if port not in used:
+            return port
+    raise LookupError(f"the host has no free VNC port left ({VNC_DISPLAYS} displays)")

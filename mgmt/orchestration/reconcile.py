@@ -26,6 +26,10 @@ router); a router whose heartbeats stop is recorded once as stale (event
   the network or this server is the problem; recreating them all would make
   it worse. An alert event says so, and the loop keeps looking.
 
+Each pass also starts the system VMs' own pass in the background
+(mgmt.orchestration.systemvms), which gives every ready zone its storage VM and
+console proxy and repairs them the same way.
+
 With several management servers each runs the loop; the per-router lock
 makes sure one of them repairs a given router, and a router another server
 has replaced meanwhile is left alone.
@@ -44,7 +48,7 @@ from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
-from mgmt.orchestration import health, heartbeats, routers, sync
+from mgmt.orchestration import health, heartbeats, routers, sync, systemvms
 from mgmt.orchestration.locks import LockTimeout
 
 log = logging.getLogger("skiff.reconcile")
@@ -99,6 +103,7 @@ class Reconciler:
     async def pass_once(self) -> Report:
         report = Report()
         await self._hosts()
+        systemvms.kick(self.orch)  # the zones' system VMs, in a task of their own
         async with self.orch.db.sessions() as session:
             rows = list((await session.execute(
                 select(Router.id, VmInstance.name, VmInstance.host_id)

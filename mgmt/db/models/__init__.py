@@ -13,6 +13,7 @@ from mgmt.db.models import (  # noqa: F401  (register tables)
     misc,
     networks,
     rules,
+    systemvms,
 )
 from mgmt.db.models.core import *  # noqa: F403
 from mgmt.db.models.core import (  # noqa: F401  (explicit names for type checkers)

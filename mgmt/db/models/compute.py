@@ -1,8 +1,11 @@
 """Instances, their NICs, virtual routers and the keystore. (Revisions 0006, 0007.)
 
 ``vm_instances`` holds user instances and system VMs alike (``type`` is
-CloudStack's: ``User`` or ``DomainRouter``), as CloudStack's vm_instance does;
-what only a router has lives in ``routers`` (one row per router VM).
+CloudStack's: ``User``, ``DomainRouter``, ``SecondaryStorageVm`` or
+``ConsoleProxy``), as CloudStack's vm_instance does; what only a router has lives
+in ``routers`` (one row per router VM), what only a system VM has in
+``system_vms`` and an instance's VNC display in ``vm_consoles``
+(mgmt.db.models.systemvms).
 
 A router row carries the reconciliation state: ``generation``/``doc_hash`` of
 the last document built for it, ``applied_generation``/``applied_hash`` of the

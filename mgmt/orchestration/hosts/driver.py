@@ -62,6 +62,10 @@ class NicPlan:
     mac: str
     role: SegmentRole
     vni: int | None = None
+    #: A static address (CIDR) the host puts on the NIC, for appliances whose role does
+    #: not configure its own interfaces (the console proxy's and the storage VM's
+    #: public NIC); None: the appliance or its DHCP client does.
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,34 @@ class RouterPlan:
     heartbeat_url: str | None = None
     heartbeat_interval: float = 0.0
     image: str | None = None
+    #: The agent's role (``skiff agent --role``): the same plan starts a system VM,
+    #: ``storage`` or ``console``, whose NICs carry their static ``address``.
+    role: str = "router"
+    #: The default route of an appliance whose role does not set one (system VMs).
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
+class VncPlan:
+    """An instance's console: a VNC server on the host, listening on ``address`` (the
+    host's control address, which the console proxy reaches) and ``port``."""
+
+    address: str
+    port: int
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class InstancePlan:
-    """A user instance. In the lab: a namespace with an HTTP service and a DHCP client."""
+    """A user instance. In the lab: a namespace with an HTTP service and a DHCP client,
+    and with ``vnc`` a display (Xvfb) served by x11vnc on the host."""
 
     name: str
     hostname: str
     nics: tuple[NicPlan, ...]
     cpu_number: int = 1
     memory_mib: int = 256
+    vnc: VncPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +219,17 @@ class HostDriver(abc.ABC):
     async def agent_endpoint(self, name: str, control_ip: str) -> AgentEndpoint:
         """Where the management server reaches the named router's agent, whose control
         address on this host is control_ip (directly, or a tunnel's local end)."""
+
+    @property
+    def control_address(self) -> str:
+        """The host's own address on its control network (the first one): where the
+        host's services for appliances listen (heartbeats, instances' VNC displays)."""
+        return str(self.control_network.network_address + 1)
+
+    def image_store(self, zone: str) -> str:
+        """The directory a secondary storage VM on this host keeps zone's images in (an
+        NFS mount in production; a directory of the host in the lab)."""
+        return f"/var/lib/skiff/image-store/{zone}"
 
     async def heartbeat_url(self, sink: HeartbeatSink) -> str | None:
         """The URL routers on this host send heartbeats to, made reachable now (a

@@ -32,6 +32,7 @@ import ipaddress
 import json
 import os
 import shutil
+import weakref
 from pathlib import Path
 
 from appliances.common.heartbeat import PATH as HEARTBEAT_PATH
@@ -57,6 +58,17 @@ REQUIRED_TOOLS = ("ip", "bridge", "unshare", "busybox", "dnsmasq", "nft")
 FABRIC_FILE = "fabric.json"
 CONTROL_UPLINK = "ctl-up"
 
+#: One prepare at a time per fabric in this process, whichever driver object asks: a
+#: server's system VM pass and a test's own driver of the same lab prepared it at once,
+#: and both created bridge s1 ("File exists").
+_fabric_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _fabric_lock(lab: str) -> asyncio.Lock:
+    per_loop = _fabric_locks.setdefault(asyncio.get_running_loop(), {})
+    return per_loop.setdefault(lab, asyncio.Lock())
+
 
 class NetnsHostDriver(HostDriver):
     def __init__(self, lab: str, state_dir: str | Path | None = None):
@@ -68,7 +80,6 @@ class NetnsHostDriver(HostDriver):
                                         bridge_ns=self.names.switch,
                                         state_dir=str(self.state_dir))
         self.control_network = ipaddress.IPv4Network("169.254.0.0/24")  # set by prepare
-        self._prepared = asyncio.Lock()
         self._ready = False
         self._load()
 
@@ -94,7 +105,7 @@ class NetnsHostDriver(HostDriver):
     # -- prepare ------------------------------------------------------------------------
 
     async def prepare(self) -> HostFacts:
-        async with self._prepared:
+        async with _fabric_lock(self.lab):
             if os.geteuid() != 0:
                 raise HostError(f"netns host {self.lab}: the management server must run as "
                                 "root to build namespaces")
@@ -103,6 +114,7 @@ class NetnsHostDriver(HostDriver):
                 raise HostError(f"netns host {self.lab}: missing tools {', '.join(missing)} "
                                 "(make deps installs them)")
             self._state_dir()
+            self._load()  # another driver object may have built the fabric since __init__
             await self._fabric()
             self._ready = True
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -220,6 +232,10 @@ class NetnsHostDriver(HostDriver):
 
     async def lease(self, name: str) -> dict[str, str]:
         return await self.runtime.lease(name)
+
+    def image_store(self, zone: str) -> str:
+        """Under the fabric's state dir, so ``skiff lab down`` removes it with the rest."""
+        return str(self.state_dir.resolve() / "image-store" / zone)
 
     async def heartbeat_url(self, sink: HeartbeatSink) -> str | None:
         """A heartbeat-only listener on the host's control address: the root namespace

@@ -18,7 +18,14 @@ the executor differs. On a host:
   into an overlay of that image's shared extraction, with the boot configuration
   in ``<state_dir>/<name>/boot`` (appliances.image.imageroot); an instance runs the lab's small
   HTTP server and busybox udhcpc with the lab's own event script (which never
-  touches the host's /etc/resolv.conf).
+  touches the host's /etc/resolv.conf);
+- a system VM (console proxy ``v-<id>-VM``, storage VM ``s-<id>-VM``) is started
+  as a router is, with its plan's role; the runtime puts its NICs' static
+  addresses and its default route in place, since those roles configure no
+  interfaces themselves;
+- an instance with a VNC display gets Xvfb and x11vnc (appliances.lab.vncserver)
+  on the host itself, listening on the host's control address, where the console
+  proxy reaches it; their process group id is in ``<state_dir>/<name>/vnc.pid``.
 
 Everything is idempotent: what exists is left alone, so a retry after a partial
 failure completes the work.
@@ -35,7 +42,13 @@ import sys
 from pathlib import Path
 
 from appliances.common.proc import Result
-from mgmt.orchestration.hosts.driver import HostError, InstancePlan, NicPlan, RouterPlan
+from mgmt.orchestration.hosts.driver import (
+    HostError,
+    InstancePlan,
+    NicPlan,
+    RouterPlan,
+    VncPlan,
+)
 from mgmt.orchestration.hosts.executor import Executor
 
 AGENT_PORT = 8443
@@ -199,6 +212,7 @@ class NamespaceRuntime:
             raise HostError(f"router {plan.name} has no control NIC")
         await self.ip(ns, "address", "replace", str(plan.control_ip), "dev", control.device)
         await self.in_ns(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        await self._static(ns, plan)
         if await self._alive(ns, "agent"):
             return
         if plan.image:
@@ -215,7 +229,7 @@ class NamespaceRuntime:
             "ip", "netns", "exec", ns,
             "unshare", "--mount", "--propagation", "private", "--",
             self.python, "-m", "appliances.lab.nsinit", "--tmpfs", "/run", "--",
-            self.python, "-m", "mgmt.cli", "agent", "--role", "router", "--id", plan.name,
+            self.python, "-m", "mgmt.cli", "agent", "--role", plan.role, "--id", plan.name,
             "--state-dir", f"{home}/agent", "--listen", str(plan.control_ip.ip),
             "--port", str(AGENT_PORT), "--ca", f"{pki}/ca.pem", "--cert", f"{pki}/agent.pem",
             "--key", f"{pki}/agent.key",
@@ -247,9 +261,19 @@ class NamespaceRuntime:
                                                  local=self.x.where == "local")],
                            log=self.log(plan.name, "agent"), env=IPSEC_DATAPATH)
 
+    async def _static(self, ns: str, plan: RouterPlan) -> None:
+        """The NICs' static addresses and the default route the plan names."""
+        for nic in plan.nics:
+            if nic.address:
+                await self.ip(ns, "address", "replace", nic.address, "dev", nic.device)
+        if plan.gateway:
+            await self.ip(ns, "route", "replace", "default", "via", plan.gateway)
+
     async def start_instance(self, plan: InstancePlan) -> None:
         ns = await self._nics(plan.name, plan.nics)
         home = self.appliance_dir(plan.name)
+        if plan.vnc is not None:
+            await self._start_vnc(plan.name, plan.vnc)
         if not await self._alive(ns, "httpd"):
             await self.x.spawn(["ip", "netns", "exec", ns, self.python, "-m",
                                 "appliances.lab.httpd", "--name", plan.hostname, "--port", "80"],
@@ -268,6 +292,39 @@ class NamespaceRuntime:
                      "SKIFF_LEASE_FILE": f"{home}/lease"},
             )
 
+    async def _start_vnc(self, name: str, vnc: VncPlan) -> None:
+        """Xvfb and x11vnc for the instance, on the host (see the module docstring).
+        A display already running is replaced: the plan carries a new password."""
+        await self._stop_vnc(name)
+        home = self.appliance_dir(name)
+        await self.x.run(["mkdir", "-p", home])
+        passwd = f"{home}/vnc.passwd"
+        await self.x.write_file(passwd, f"{vnc.password}\n".encode(), 0o600)
+        pid = await self.x.spawn(
+            [self.python, "-m", "appliances.lab.vncserver", "--name", name, "--listen",
+             vnc.address, "--port", str(vnc.port), "--passwdfile", passwd],
+            log=self.log(name, "vnc"))
+        await self.x.write_file(f"{home}/vnc.pid", f"{pid}\n".encode(), 0o644)
+
+    async def _stop_vnc(self, name: str) -> None:
+        """Stop the instance's display: TERM to the launcher's process group (it stops
+        Xvfb and x11vnc), then KILL to what is left of it."""
+        pidfile = f"{self.appliance_dir(name)}/vnc.pid"
+        res = await self.x.run(["cat", pidfile], check=False)
+        pid = res.stdout.strip() if res.ok else ""
+        if not pid.isdigit():
+            return
+        cmd = await self.x.run(["cat", f"/proc/{pid}/cmdline"], check=False)
+        if cmd.ok and "appliances.lab.vncserver" in cmd.stdout and name in cmd.stdout:
+            await self.x.run(["kill", "-TERM", "--", f"-{pid}"], check=False)
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if not (await self.x.run(["kill", "-0", "--", f"-{pid}"], check=False)).ok:
+                    break
+            else:
+                await self.x.run(["kill", "-KILL", "--", f"-{pid}"], check=False)
+        await self.x.run(["rm", "-f", pidfile], check=False)
+
     async def _alive(self, ns: str, what: str) -> bool:
         """Whether a process whose command line mentions ``what`` runs in ns."""
         res = await self.x.run(["ip", "netns", "pids", ns], check=False)
@@ -283,7 +340,9 @@ class NamespaceRuntime:
         return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
 
     async def stop(self, name: str) -> None:
-        """Kill everything in the namespace and delete it (links go with it)."""
+        """Kill everything in the namespace and delete it (links go with it), and the
+        instance's VNC display on the host."""
+        await self._stop_vnc(name)
         ns = self.ns(name)
         if ns not in await self.namespaces():
             return
@@ -310,6 +369,7 @@ class NamespaceRuntime:
 
     @staticmethod
     def _is_appliance(name: str) -> bool:
-        """Router and instance names as the orchestrator makes them (r-7-VM, i-2-9-VM)."""
-        return bool(re.fullmatch(r"[ri](-[0-9]+)+-VM", name))
+        """Router, system VM and instance names as the orchestrator makes them (r-7-VM,
+        s-3-VM, v-4-VM, i-2-9-VM)."""
+        return bool(re.fullmatch(r"[rsvi](-[0-9]+)+-VM", name))
 
