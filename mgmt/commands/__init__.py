@@ -10,6 +10,7 @@ from mgmt.commands import (  # noqa: F401
     config,
     events,
     firewall,
+    images,
     infra,
     jobs,
     lbpolicies,
