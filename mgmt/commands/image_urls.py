@@ -54,8 +54,10 @@ def check_url(url: str, sites: list[ipaddress.IPv4Network]) -> str:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise bad("is not an http:// or https:// URL")
     if "@" in parts.netloc:
-        raise bad("carries credentials (user:password@host); the image server must not "
-                  "need them, or put a token in the path")
+        raise bad(
+            "carries credentials (user:password@host); the image server must not "
+            "need them, or put a token in the path"
+        )
     try:
         parts.port  # noqa: B018 - raises for a port out of range or not a number
         parsed = URL(url)
@@ -69,10 +71,16 @@ def check_url(url: str, sites: list[ipaddress.IPv4Network]) -> str:
         return url
     if address.version == 6:
         raise bad("names an IPv6 address; IPv6 addresses are not supported")
-    if (address.is_loopback or address.is_link_local or address.is_unspecified
-            or address.is_multicast) and not any(address in net for net in sites):
-        raise bad(f"names {address}, an address inside the appliance or its control network "
-                  "(allow it with secstorage.allowed.internal.sites)")
+    if (
+        address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+    ) and not any(address in net for net in sites):
+        raise bad(
+            f"names {address}, an address inside the appliance or its control network "
+            "(allow it with secstorage.allowed.internal.sites)"
+        )
     return url
 
 

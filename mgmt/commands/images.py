@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, select
 
@@ -56,8 +56,11 @@ EXTRACT_MODES = ("HTTP_DOWNLOAD", "FTP_UPLOAD")
 
 
 def _unavailable(zone: Zone) -> ApiError:
-    return ApiError(534, f"no secondary storage VM is running in zone {zone.name}: "
-                         "its image store cannot be reached now")
+    return ApiError(
+        534,
+        f"no secondary storage VM is running in zone {zone.name}: "
+        "its image store cannot be reached now",
+    )
 
 
 async def _zone(session, uuid: str) -> Zone:
@@ -70,33 +73,38 @@ async def _zone(session, uuid: str) -> Zone:
 async def _may_change(session, call, template: Template) -> bool:
     """Does the caller own the template or administer its owner?"""
     query = select(Template.id).where(Template.id == template.id)
-    return await session.scalar(owned_by(query, Template, call.caller,
-                                         with_projects=True)) is not None
+    return (
+        await session.scalar(owned_by(query, Template, call.caller, with_projects=True)) is not None
+    )
 
 
 async def _rows(session, template: Template) -> list[tuple[TemplateZone, Zone]]:
     rows = await session.execute(
-        select(TemplateZone, Zone).join(Zone, Zone.id == TemplateZone.zone_id)
+        select(TemplateZone, Zone)
+        .join(Zone, Zone.id == TemplateZone.zone_id)
         .where(TemplateZone.template_id == template.id, shown_in_zone())
-        .order_by(TemplateZone.id))
+        .order_by(TemplateZone.id)
+    )
     return list(rows.all())
 
 
-async def _ready_in(session, template: Template, kind: Kind,
-                    zone_uuid: str | None) -> tuple[TemplateZone, Zone]:
+async def _ready_in(
+    session, template: Template, kind: Kind, zone_uuid: str | None
+) -> tuple[TemplateZone, Zone]:
     """The template's ready row in the zone (or, without one, in its first zone)."""
     rows = await _rows(session, template)
     if zone_uuid:
         zone = await _zone(session, zone_uuid)
         rows = [(tz, z) for tz, z in rows if z.id == zone.id]
         if not rows:
-            raise param_error(f"{kind.what} {template.uuid} is not registered in zone "
-                              f"{zone_uuid}")
+            raise param_error(f"{kind.what} {template.uuid} is not registered in zone {zone_uuid}")
     ready = [(tz, z) for tz, z in rows if tz.is_ready]
     if not ready:
         where = f" in zone {rows[0][1].name}" if zone_uuid and rows else ""
-        raise param_error(f"{kind.what} {template.uuid} is not ready{where} yet "
-                          f"(status: {rows[0][0].status if rows else 'not registered'})")
+        raise param_error(
+            f"{kind.what} {template.uuid} is not ready{where} yet "
+            f"(status: {rows[0][0].status if rows else 'not registered'})"
+        )
     return ready[0]
 
 
@@ -105,8 +113,10 @@ async def _ready_in(session, template: Template, kind: Kind,
 
 async def _upload_params(call, args, kind: Kind) -> ObjectResult:
     if args["zoneid"] == "-1":
-        raise param_error("zoneid -1: a browser uploads to one zone; copy the template to "
-                          "the others once it is ready (copyTemplate)")
+        raise param_error(
+            "zoneid -1: a browser uploads to one zone; copy the template to "
+            "the others once it is ready (copyTemplate)"
+        )
     orch = call.server.orchestrator
     async with call.server.db.sessions() as session:
         checksum = check_checksum(args["checksum"])
@@ -117,28 +127,46 @@ async def _upload_params(call, args, kind: Kind) -> ObjectResult:
             raise _unavailable(zone)
         minutes = int(await get_setting(session, "upload.operation.timeout"))
         max_gb = int(await get_setting(session, "max.template.iso.size"))
-        expires = utcnow() + timedelta(minutes=minutes)
+        expires = datetime.fromtimestamp(storage_images.now() + minutes * 60, UTC)
         session.add(template)
         await session.flush()
-        tz = TemplateZone(template_id=template.id, zone_id=zone.id, source="upload",
-                          download_state=image_status.NOT_UPLOADED, download_percent=0,
-                          status=image_status.status_text(image_status.NOT_UPLOADED),
-                          upload_expires=expires)
+        tz = TemplateZone(
+            template_id=template.id,
+            zone_id=zone.id,
+            source="upload",
+            download_state=image_status.NOT_UPLOADED,
+            download_percent=0,
+            status=image_status.status_text(image_status.NOT_UPLOADED),
+            upload_expires=expires,
+        )
         session.add(tz)
         await session.flush()
-        meta = UploadMetadata(id=tz.uuid, format=template.format, max_bytes=max_gb * GiB,
-                              checksum=normalise(checksum) if checksum else None,
-                              name=template.name[:255])
+        meta = UploadMetadata(
+            id=tz.uuid,
+            format=template.format,
+            max_bytes=max_gb * GiB,
+            checksum=normalise(checksum) if checksum else None,
+            name=template.name[:255],
+        )
         params = await storage_images.signed_upload(orch, base, meta, minutes * 60.0)
         await session.commit()
         await call.server.events.record(
-            call, f"{kind.event}.UPLOAD.INITIATE",
-            f"upload of {kind.what} {template.name} to zone {zone.name} initiated", template)
+            call,
+            f"{kind.event}.UPLOAD.INITIATE",
+            f"upload of {kind.what} {template.name} to zone {zone.name} initiated",
+            template,
+        )
     images_changed(call, [zone.id])
-    return ObjectResult("getuploadparams", {"id": template.uuid, "postURL": params.postURL,
-                                            "metadata": params.metadata,
-                                            "expires": params.expires,
-                                            "signature": params.signature})
+    return ObjectResult(
+        "getuploadparams",
+        {
+            "id": template.uuid,
+            "postURL": params.postURL,
+            "metadata": params.metadata,
+            "expires": params.expires,
+            "signature": params.signature,
+        },
+    )
 
 
 UPLOAD_COMMON = (
@@ -146,8 +174,11 @@ UPLOAD_COMMON = (
     Param("displaytext", length=4096, description="description (default: the name)"),
     Param("zoneid", required=True, description="the zone whose storage appliance takes it"),
     Param("ostypeid", "uuid", required=True, description="see listOsTypes"),
-    Param("checksum", description="{SHA-256}hex and the like, or bare hex; verified after "
-          "the upload, before the template is ready"),
+    Param(
+        "checksum",
+        description="{SHA-256}hex and the like, or bare hex; verified after "
+        "the upload, before the template is ready",
+    ),
     Param("ispublic", "boolean"),
     Param("isfeatured", "boolean", description="listed as featured (admins only)"),
     Param("isextractable", "boolean"),
@@ -199,8 +230,9 @@ async def _extractable(call, args, kind: Kind) -> tuple[Template, TemplateZone, 
     async with call.server.db.sessions() as session:
         template = await _visible_template(session, call, args["id"], kind, to_change=False)
         if not template.is_extractable and not await _may_change(session, call, template):
-            raise param_error(f"Unable to extract {kind.what} id={template.uuid} as it's not "
-                              "extractable")
+            raise param_error(
+                f"Unable to extract {kind.what} id={template.uuid} as it's not extractable"
+            )
         tz, zone = await _ready_in(session, template, kind, args["zoneid"])
         return template, tz, zone
 
@@ -221,29 +253,34 @@ async def _extract(call, args, kind: Kind) -> ObjectResult:
         names = await _names_for(session, [template])
     url, _expires = await storage_images.signed_extract(orch, base, tz.uuid, ttl)
     account = names["account"].get(template.account_id)
-    await call.server.events.record(call, f"{kind.event}.EXTRACT",
-                                    f"extract URL for {kind.what} {template.name}", template)
-    return ObjectResult(kind.what, {
-        "id": template.uuid,
-        "name": template.name,
-        "extractId": tz.uuid,
-        "accountid": account.uuid if account else None,
-        "state": "DOWNLOAD_URL_CREATED",
-        "status": "DOWNLOAD_URL_CREATED",
-        "uploadpercentage": 100,
-        "url": url,
-        "zoneid": zone.uuid,
-        "zonename": zone.name,
-        "extractMode": "HTTP_DOWNLOAD",
-        "created": date(utcnow()),
-        "resultstring": None,
-    })
+    await call.server.events.record(
+        call, f"{kind.event}.EXTRACT", f"extract URL for {kind.what} {template.name}", template
+    )
+    return ObjectResult(
+        kind.what,
+        {
+            "id": template.uuid,
+            "name": template.name,
+            "extractId": tz.uuid,
+            "accountid": account.uuid if account else None,
+            "state": "DOWNLOAD_URL_CREATED",
+            "status": "DOWNLOAD_URL_CREATED",
+            "uploadpercentage": 100,
+            "url": url,
+            "zoneid": zone.uuid,
+            "zonename": zone.name,
+            "extractMode": "HTTP_DOWNLOAD",
+            "created": date(utcnow()),
+            "resultstring": None,
+        },
+    )
 
 
 EXTRACT_PARAMS = (
     Param("mode", required=True, choices=EXTRACT_MODES, description="HTTP_DOWNLOAD"),
-    Param("zoneid", "uuid", description="the zone to extract from (default: one where it "
-          "is ready)"),
+    Param(
+        "zoneid", "uuid", description="the zone to extract from (default: one where it is ready)"
+    ),
     Param("url", length=2048, description="FTP_UPLOAD's target (not supported)"),
 )
 
@@ -296,20 +333,33 @@ async def _copy_plan(call, args, kind: Kind):
                 raise param_error(f"destination zone {zone.name} is the source zone")
             existing = shown.get(zone.id)
             if existing is not None and not (
-                    existing.source == "copy"
-                    and existing.download_state == image_status.DOWNLOAD_ERROR):
+                existing.source == "copy" and existing.download_state == image_status.DOWNLOAD_ERROR
+            ):
                 raise param_error(f"{kind.what} {template.uuid} is already in zone {zone.name}")
             if existing is None and await _being_deleted(session, template, zone):
-                raise ApiError(536, f"{kind.what} {template.uuid} is still being deleted from "
-                                    f"zone {zone.name}; copy it again once that is done")
+                raise ApiError(
+                    536,
+                    f"{kind.what} {template.uuid} is still being deleted from "
+                    f"zone {zone.name}; copy it again once that is done",
+                )
             dests.append((zone, existing))
         return template, src_tz, src_zone, dests
 
 
 async def _being_deleted(session, template: Template, zone: Zone) -> bool:
-    return await session.scalar(select(TemplateZone.id).where(and_(
-        TemplateZone.template_id == template.id, TemplateZone.zone_id == zone.id,
-        TemplateZone.live(), TemplateZone.deleting.is_(True)))) is not None
+    return (
+        await session.scalar(
+            select(TemplateZone.id).where(
+                and_(
+                    TemplateZone.template_id == template.id,
+                    TemplateZone.zone_id == zone.id,
+                    TemplateZone.live(),
+                    TemplateZone.deleting.is_(True),
+                )
+            )
+        )
+        is not None
+    )
 
 
 async def _check_copy(call, args, kind: Kind) -> dict:
@@ -324,9 +374,16 @@ async def _copy(call, args, kind: Kind) -> ObjectResult:
     if base is None:
         raise _unavailable(src_zone)
     url, _ = await storage_images.signed_extract(orch, base, src_tz.uuid, COPY_URL_TTL)
-    state = {"download_state": image_status.NOT_DOWNLOADED, "download_percent": 0,
-             "status": image_status.PENDING, "error": None, "is_ready": False, "url": url,
-             "checksum": src_tz.stored_checksum, "source": "copy"}
+    state = {
+        "download_state": image_status.NOT_DOWNLOADED,
+        "download_percent": 0,
+        "status": image_status.PENDING,
+        "error": None,
+        "is_ready": False,
+        "url": url,
+        "checksum": src_tz.stored_checksum,
+        "source": "copy",
+    }
     first = None
     async with call.server.db.sessions() as session:
         for zone, existing in dests:
@@ -342,8 +399,12 @@ async def _copy(call, args, kind: Kind) -> ObjectResult:
         await session.commit()
         names = await _names_for(session, [template])
         await call.server.events.record(
-            call, f"{kind.event}.COPY", f"copying {kind.what} {template.name} from zone "
-            f"{src_zone.name} to {', '.join(z.name for z, _ in dests)}", template)
+            call,
+            f"{kind.event}.COPY",
+            f"copying {kind.what} {template.name} from zone "
+            f"{src_zone.name} to {', '.join(z.name for z, _ in dests)}",
+            template,
+        )
         tz, zone = first
         await session.refresh(tz)
         answer = template_fields(template, tz, zone, names)
@@ -354,10 +415,12 @@ async def _copy(call, args, kind: Kind) -> ObjectResult:
 COPY_PARAMS = (
     Param("id", "uuid", required=True, resource="template"),
     Param("destzoneid", "uuid", description="the zone to copy to"),
-    Param("destzoneids", "list", items="uuid", description="several zones to copy to",
-          since="4.13"),
-    Param("sourcezoneid", "uuid", description="the zone to copy from (default: one where "
-          "it is ready)"),
+    Param(
+        "destzoneids", "list", items="uuid", description="several zones to copy to", since="4.13"
+    ),
+    Param(
+        "sourcezoneid", "uuid", description="the zone to copy from (default: one where it is ready)"
+    ),
 )
 
 

@@ -70,8 +70,14 @@ def status_text(state: str, percent: int = 0, error: str | None = None) -> str:
 
 def fields_for(state: str, percent: int = 0, error: str | None = None, **extra) -> dict:
     """Column values for a row in ``state`` (not ready unless ``extra`` says so)."""
-    return {"download_state": state, "download_percent": percent, "error": error,
-            "status": status_text(state, percent, error), "is_ready": False, **extra}
+    return {
+        "download_state": state,
+        "download_percent": percent,
+        "error": error,
+        "status": status_text(state, percent, error),
+        "is_ready": False,
+        **extra,
+    }
 
 
 @dataclass
@@ -82,8 +88,9 @@ class Seen:
     fields: dict = field(default_factory=dict)
 
 
-def observe(tz: TemplateZone, template: Template, item: dict | None, *, store_open: bool,
-            now: datetime) -> Seen:
+def observe(
+    tz: TemplateZone, template: Template, item: dict | None, *, store_open: bool, now: datetime
+) -> Seen:
     """The row's new state from the appliance's item for it (None: not listed)."""
     if tz.deleting:
         if item is None:
@@ -92,8 +99,7 @@ def observe(tz: TemplateZone, template: Template, item: dict | None, *, store_op
     upload = tz.source == "upload"
     entry, problem = image_entry(tz, template)
     if entry is None:
-        return Seen("update", fields_for(UPLOAD_ERROR if upload else DOWNLOAD_ERROR,
-                                         error=problem))
+        return Seen("update", fields_for(UPLOAD_ERROR if upload else DOWNLOAD_ERROR, error=problem))
     if item is None or _stale(item, entry):
         if _abandoned(tz, item, now):
             return Seen("update", fields_for(ABANDONED))
@@ -106,19 +112,33 @@ def observe(tz: TemplateZone, template: Template, item: dict | None, *, store_op
     if state == "Uploading":
         return Seen("update", fields_for(UPLOAD_IN_PROGRESS, percent))
     if state == "AwaitingUpload":
-        return Seen("update", fields_for(ABANDONED if _abandoned(tz, item, now)
-                                         else NOT_UPLOADED))
+        return Seen("update", fields_for(ABANDONED if _abandoned(tz, item, now) else NOT_UPLOADED))
     if state == "Error":
-        return Seen("update", fields_for(UPLOAD_ERROR if upload else DOWNLOAD_ERROR, percent,
-                                         item.get("error") or "the transfer failed"))
+        return Seen(
+            "update",
+            fields_for(
+                UPLOAD_ERROR if upload else DOWNLOAD_ERROR,
+                percent,
+                item.get("error") or "the transfer failed",
+            ),
+        )
     if state == "Downloaded":
         problem = _unverified(item, entry)
         if problem:
-            return Seen("update", fields_for(UPLOAD_ERROR if upload else DOWNLOAD_ERROR,
-                                             100, problem))
-        return Seen("update", fields_for(
-            DOWNLOADED, 100, is_ready=True, size=item.get("virtual_size"),
-            physical_size=item.get("physical_size"), stored_checksum=item.get("checksum")))
+            return Seen(
+                "update", fields_for(UPLOAD_ERROR if upload else DOWNLOAD_ERROR, 100, problem)
+            )
+        return Seen(
+            "update",
+            fields_for(
+                DOWNLOADED,
+                100,
+                is_ready=True,
+                size=item.get("virtual_size"),
+                physical_size=item.get("physical_size"),
+                stored_checksum=item.get("checksum"),
+            ),
+        )
     return Seen("push")  # Deleted (an older document) or a state this server does not know
 
 
@@ -175,10 +195,16 @@ async def mark_waiting(orch, zone_id: int, why: str | None) -> None:
     now = utcnow()
     text = f"{PENDING}: {why}" if why else PENDING
     async with orch.db.sessions() as session:
-        rows = (await session.scalars(select(TemplateZone).where(
-            TemplateZone.zone_id == zone_id, TemplateZone.live(),
-            TemplateZone.deleting.is_(False),
-            TemplateZone.download_state.in_((NOT_DOWNLOADED, NOT_UPLOADED))))).all()
+        rows = (
+            await session.scalars(
+                select(TemplateZone).where(
+                    TemplateZone.zone_id == zone_id,
+                    TemplateZone.live(),
+                    TemplateZone.deleting.is_(False),
+                    TemplateZone.download_state.in_((NOT_DOWNLOADED, NOT_UPLOADED)),
+                )
+            )
+        ).all()
         for tz in rows:
             if tz.download_state == NOT_DOWNLOADED and tz.status != text:
                 tz.status = text
@@ -198,8 +224,9 @@ async def push_zone(orch, zone_id: int) -> bool:
         await site_for(orch).push(orch, zone_id)
     except Exception as exc:  # noqa: BLE001 - any failure: the rows say it, the poller retries
         log.warning("zone %s: storage document not pushed: %s", zone_id, exc)
-        await mark_waiting(orch, zone_id,
-                           f"the secondary storage VM did not take the image list ({exc})")
+        await mark_waiting(
+            orch, zone_id, f"the secondary storage VM did not take the image list ({exc})"
+        )
         return False
     await mark_waiting(orch, zone_id, None)
     return True
@@ -263,8 +290,9 @@ class ImagePoller:
 
     async def _busy(self) -> list[int]:
         async with self.orch.db.sessions() as session:
-            found = await session.scalars(select(TemplateZone.zone_id).where(
-                TemplateZone.live(), _watched()).distinct())
+            found = await session.scalars(
+                select(TemplateZone.zone_id).where(TemplateZone.live(), _watched()).distinct()
+            )
             return sorted(found.all())
 
     async def look(self, zone_id: int, report: Report) -> None:
@@ -286,14 +314,16 @@ class ImagePoller:
         push = False
         now = utcnow()
         async with self.orch.db.sessions() as session:
-            rows = (await session.execute(
-                select(TemplateZone, Template)
-                .join(Template, Template.id == TemplateZone.template_id)
-                .where(TemplateZone.zone_id == zone_id, TemplateZone.live(), _watched())
-                .order_by(TemplateZone.id))).all()
+            rows = (
+                await session.execute(
+                    select(TemplateZone, Template)
+                    .join(Template, Template.id == TemplateZone.template_id)
+                    .where(TemplateZone.zone_id == zone_id, TemplateZone.live(), _watched())
+                    .order_by(TemplateZone.id)
+                )
+            ).all()
             for tz, template in rows:
-                seen = observe(tz, template, items.get(tz.uuid), store_open=store_open,
-                               now=now)
+                seen = observe(tz, template, items.get(tz.uuid), store_open=store_open, now=now)
                 if seen.action == "remove":
                     tz.remove()
                     report.removed += 1

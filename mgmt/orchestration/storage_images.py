@@ -54,11 +54,18 @@ def image_entry(tz: TemplateZone, template: Template) -> tuple[dict | None, str 
     if tz.deleting:  # only the id matters to a deletion
         entry: dict[str, Any] = {"id": tz.uuid, "format": fmt or "RAW", "state": "absent"}
     elif fmt is None:
-        return None, (f"format {template.format} is not supported by the secondary storage "
-                      f"appliance ({', '.join(STORE_FORMATS)})")
+        return None, (
+            f"format {template.format} is not supported by the secondary storage "
+            f"appliance ({', '.join(STORE_FORMATS)})"
+        )
     else:
-        entry = {"id": tz.uuid, "format": fmt, "state": "present", "attempt": tz.attempt,
-                 "name": template.name[:255]}
+        entry = {
+            "id": tz.uuid,
+            "format": fmt,
+            "state": "present",
+            "attempt": tz.attempt,
+            "name": template.name[:255],
+        }
         if tz.source != "upload":
             entry["url"] = tz.url or template.url
         checksum = tz.checksum or template.checksum
@@ -81,7 +88,8 @@ async def storage_images(session, zone: Zone | int) -> list[dict]:
         select(TemplateZone, Template)
         .join(Template, Template.id == TemplateZone.template_id)
         .where(TemplateZone.zone_id == zone_id, TemplateZone.live())
-        .order_by(TemplateZone.id))
+        .order_by(TemplateZone.id)
+    )
     images = []
     for tz, template in rows.all():
         entry, problem = image_entry(tz, template)
@@ -102,8 +110,11 @@ async def upload_key(orch) -> bytes:
     if entry is None:
         try:
             async with orch.db.sessions() as session:
-                session.add(KeystoreEntry(name=UPLOAD_KEY_NAME, certificate="",
-                                          private_key=secrets.token_urlsafe(48)))
+                session.add(
+                    KeystoreEntry(
+                        name=UPLOAD_KEY_NAME, certificate="", private_key=secrets.token_urlsafe(48)
+                    )
+                )
                 await session.commit()
         except IntegrityError:
             pass
@@ -114,8 +125,9 @@ async def upload_key(orch) -> bytes:
 
 async def _key_entry(db) -> KeystoreEntry | None:
     async with db.sessions() as session:
-        return await session.scalar(select(KeystoreEntry).where(
-            KeystoreEntry.name == UPLOAD_KEY_NAME, KeystoreEntry.live()))
+        return await session.scalar(
+            select(KeystoreEntry).where(KeystoreEntry.name == UPLOAD_KEY_NAME, KeystoreEntry.live())
+        )
 
 
 # -- finding a zone's appliance -------------------------------------------------------------
@@ -184,8 +196,8 @@ async def transfer_base(agent: AgentClient, address: str | None = None) -> str |
     ``transfer.public_url``, else scheme and port of its listener at ``address``
     (the appliance's public address; the listener's own address without one)."""
     reply = await agent.request("GET", "/v1/config", timeout=10)
-    transfer = (reply.body or {}).get("transfer") if reply.ok and isinstance(
-        reply.body, dict) else None
+    body = reply.body if reply.ok and isinstance(reply.body, dict) else {}
+    transfer = body.get("transfer")
     if not transfer:
         return None
     if transfer.get("public_url"):
@@ -224,14 +236,19 @@ async def public_base(orch, zone_id: int) -> str | None:
 # -- what the server signs ------------------------------------------------------------------
 
 
+def now() -> float:
+    """The wall clock signatures and expiries start from (tests move it back)."""
+    return time.time()
+
+
 async def signed_upload(orch, base: str, meta: UploadMetadata, ttl: float) -> UploadParams:
     """getUploadParamsFor*'s answer for an upload to ``<base>/upload/<meta.id>``."""
     key = (await upload_key(orch)).decode()
-    return upload_params(key, f"{base}/upload/{meta.id}", meta, ttl=ttl)
+    return upload_params(key, f"{base}/upload/{meta.id}", meta, ttl=ttl, now=now())
 
 
 async def signed_extract(orch, base: str, image_id: str, ttl: float) -> tuple[str, float]:
     """An extract URL for the image, valid ``ttl`` seconds, and its expiry (Unix time)."""
     key = (await upload_key(orch)).decode()
-    expires = time.time() + ttl
+    expires = now() + ttl
     return f"{base}/extract/{extract_token(key, image_id, expires)}", expires
