@@ -252,6 +252,6 @@ async def test_revision_0007_downgrades_and_upgrades_again(db_url):
         assert "applied_hash" in columns and "last_heartbeat" not in columns
         assert await current_revision(db.engine) == "0006"
         await upgrade(db.engine)
-        assert await current_revision(db.engine) == head_revision() == "0007"
+        assert await current_revision(db.engine) == head_revision()
     finally:
         await db.close()

@@ -11,10 +11,13 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
+from alembic import command as alembic_command
+from sqlalchemy import select, text
 
 from appliances.storage.document import StorageDocument
 from mgmt.db.bootstrap import bootstrap
+from mgmt.db.engine import open_database
+from mgmt.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from mgmt.db.models import Account, Zone
 from mgmt.db.models.catalog import OsType, Template, TemplateZone
 from mgmt.db.types import utcnow
@@ -261,3 +264,57 @@ async def test_storage_images_is_a_valid_document_list_and_the_key_is_shared(db,
 )
 def test_status_text(state, percent, error, text):
     assert st.status_text(state, percent, error) == text
+
+
+def _downgrade_to_0007(connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    alembic_command.downgrade(config, "0007")
+
+
+async def test_revision_0008_keeps_registered_templates_pending(db_url, tmp_path):
+    db = await open_database(db_url, migrate=False)
+    try:
+        await bootstrap(db, tmp_path)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_downgrade_to_0007)
+            await conn.execute(
+                text(
+                    "INSERT INTO zones (name, network_type, allocation_state, uuid, created) "
+                    "VALUES ('z', 'Advanced', 'Enabled', 'zone-uuid', CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO templates (name, display_text, url, format, os_type_id, "
+                    "is_public, is_featured, is_extractable, password_enabled, requires_hvm, "
+                    "bootable, cross_zones, template_type, sort_key, account_id, domain_id, uuid, "
+                    "created) SELECT 't', 't', 'http://images.example.test/t.qcow2', 'QCOW2', "
+                    "(SELECT min(id) FROM os_types), false, false, false, false, true, true, "
+                    "false, 'USER', 0, a.id, a.domain_id, 'tpl-uuid', CURRENT_TIMESTAMP "
+                    "FROM accounts a ORDER BY a.id LIMIT 1"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO template_zones (template_id, zone_id, status, is_ready, uuid, "
+                    "created) SELECT t.id, z.id, 'Download pending', false, 'tz-uuid', "
+                    "CURRENT_TIMESTAMP FROM templates t, zones z"
+                )
+            )
+        assert await current_revision(db.engine) == "0007"
+        await upgrade(db.engine)
+        assert await current_revision(db.engine) == head_revision()
+        async with db.sessions() as session:
+            tz = await session.scalar(select(TemplateZone).where(TemplateZone.uuid == "tz-uuid"))
+            assert (tz.download_state, tz.download_percent, tz.source, tz.attempt) == (
+                st.NOT_DOWNLOADED,
+                0,
+                "download",
+                0,
+            )
+            assert tz.deleting is False and tz.url is None
+            [entry] = await storage_images(session, tz.zone_id)
+            assert entry["url"] == "http://images.example.test/t.qcow2"
+    finally:
+        await db.close()
