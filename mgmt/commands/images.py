@@ -118,16 +118,20 @@ async def _upload_params(call, args, kind: Kind) -> ObjectResult:
             "the others once it is ready (copyTemplate)"
         )
     orch = call.server.orchestrator
+    checksum = check_checksum(args["checksum"])
     async with call.server.db.sessions() as session:
-        checksum = check_checksum(args["checksum"])
         zone = await _zone(session, args["zoneid"])
         template = await new_template(session, call, args, kind, checksum, False)
-        base = await storage_images.public_base(orch, zone.id)
-        if base is None:
-            raise _unavailable(zone)
         minutes = int(await get_setting(session, "upload.operation.timeout"))
         max_gb = int(await get_setting(session, "max.template.iso.size"))
-        expires = datetime.fromtimestamp(storage_images.now() + minutes * 60, UTC)
+    # Before the transaction: the appliance is asked over the network, and the key may
+    # be created in a session of its own.
+    base = await storage_images.public_base(orch, zone.id)
+    if base is None:
+        raise _unavailable(zone)
+    key = await storage_images.upload_key(orch)
+    expires = datetime.fromtimestamp(storage_images.now() + minutes * 60, UTC)
+    async with call.server.db.sessions() as session:
         session.add(template)
         await session.flush()
         tz = TemplateZone(
@@ -148,7 +152,7 @@ async def _upload_params(call, args, kind: Kind) -> ObjectResult:
             checksum=normalise(checksum) if checksum else None,
             name=template.name[:255],
         )
-        params = await storage_images.signed_upload(orch, base, meta, minutes * 60.0)
+        params = storage_images.signed_upload(key, base, meta, minutes * 60.0)
         await session.commit()
         await call.server.events.record(
             call,

@@ -193,7 +193,7 @@ async def mark_waiting(orch, zone_id: int, why: str | None) -> None:
     """Rows nothing reported on yet say why they wait (None: the appliance has the list);
     uploads whose signature expired meanwhile are abandoned."""
     now = utcnow()
-    text = f"{PENDING}: {why}" if why else PENDING
+    text = (f"{PENDING}: {why}" if why else PENDING)[:255]
     async with orch.db.sessions() as session:
         rows = (
             await session.scalars(

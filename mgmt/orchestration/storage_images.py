@@ -241,10 +241,10 @@ def now() -> float:
     return time.time()
 
 
-async def signed_upload(orch, base: str, meta: UploadMetadata, ttl: float) -> UploadParams:
-    """getUploadParamsFor*'s answer for an upload to ``<base>/upload/<meta.id>``."""
-    key = (await upload_key(orch)).decode()
-    return upload_params(key, f"{base}/upload/{meta.id}", meta, ttl=ttl, now=now())
+def signed_upload(key: bytes, base: str, meta: UploadMetadata, ttl: float) -> UploadParams:
+    """getUploadParamsFor*'s answer for an upload to ``<base>/upload/<meta.id>`` (the key
+    from :func:`upload_key`, fetched before the caller's transaction: making it writes)."""
+    return upload_params(key.decode(), f"{base}/upload/{meta.id}", meta, ttl=ttl, now=now())
 
 
 async def signed_extract(orch, base: str, image_id: str, ttl: float) -> tuple[str, float]:
