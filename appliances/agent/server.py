@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import orjson
@@ -23,6 +22,7 @@ from appliances.agent.service import AgentContext
 from appliances.agent.store import DocumentStore
 from appliances.agent.tls import check_identity, server_context
 from appliances.common.errors import ApplyError, DocumentError
+from appliances.common.version import skiff_version
 from appliances.roles import load_role
 
 log = logging.getLogger("skiff.agent")
@@ -33,13 +33,6 @@ APPLIER = web.AppKey("applier", Applier)
 GC = web.AppKey("gc", GcPolicy)
 INFO = web.AppKey("info", dict)
 BOOT_FIREWALL = web.AppKey("boot_firewall", BootFirewall)
-
-
-def _version() -> str:
-    try:
-        return version("skiff")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _json(data: dict, status: int = 200) -> web.Response:
@@ -185,7 +178,7 @@ async def serve(args: argparse.Namespace) -> None:
     info = {
         "role": role.name,
         "appliance_id": args.appliance_id,
-        "version": _version(),
+        "version": skiff_version(),
         "started": time.monotonic(),
     }
     boot_status = getattr(args, "boot_status", None)

@@ -47,6 +47,8 @@ class Param:
     resource: str | None = None
     #: Values taken as they are besides the type's own (projectid=-1: every project).
     also: tuple[str, ...] = ()
+    #: A secret (a password, a preshared key): never stored with the async job.
+    secret: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -76,6 +78,9 @@ class Command:
     #: is refused at once, as CloudStack does. It may return fields for the first answer
     #: (the new object's "id") and the instance the job works on ("jobinstanceid").
     prepare: Callable[..., Awaitable[dict | None]] | None = None
+    #: Fields of the ``response`` object that are secrets: the job's stored result
+    #: keeps them sealed (mgmt.db.sealing); queryAsyncJobResult opens them.
+    sealed_fields: tuple[str, ...] = ()
 
     def convert(self, params: Params) -> dict[str, Any]:
         """Every declared parameter, typed; raises 431 naming each bad one."""
@@ -170,6 +175,7 @@ def command(
     resumable: bool = False,
     prepare: Callable[..., Awaitable[dict | None]] | None = None,
     creates: bool = False,
+    sealed_fields: tuple[str, ...] = (),
 ):
     """Declare a command; the decorated coroutine handles it: ``handler(call, args)``."""
 
@@ -177,6 +183,10 @@ def command(
         key = name.lower()
         if key in REGISTRY:
             raise ValueError(f"command {name} is declared twice")
+        if resumable and any(p.secret for p in params):
+            raise ValueError(f"command {name}: a resumable job needs its secret parameters")
+        if sealed_fields and not (is_async and response):
+            raise ValueError(f"command {name}: sealed_fields are for an async job's answer")
         REGISTRY[key] = Command(
             name=name,
             handler=handler,
@@ -194,6 +204,7 @@ def command(
             resumable=resumable,
             prepare=prepare,
             creates=creates,
+            sealed_fields=sealed_fields,
         )
         return handler
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mgmt.api.errors import param_error
 from mgmt.db.jsonpage import JsonShape, ListPage, json_page
+from mgmt.db.tenancy import owned_by
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 MAX_PAGE_SIZE = 10_000
@@ -100,3 +101,31 @@ def apply_given(obj, args: dict[str, Any], fields) -> None:
 def not_found(what: str, uuid: str) -> Exception:
     """The same answer for a missing id and one the caller may not see."""
     return param_error(f"Unable to find {what} with id {uuid}")
+
+
+async def visible_row(session: AsyncSession, call, model, uuid: str, what: str):
+    """The live ``model`` row ``uuid`` if the caller (or its projects) owns it; ``what``
+    names it in the not-found answer."""
+    row = await session.scalar(
+        owned_by(
+            select(model).where(model.uuid == uuid, model.live()),
+            model,
+            call.caller,
+            with_projects=True,
+        )
+    )
+    if row is None:
+        raise not_found(what, uuid)
+    return row
+
+
+def check_visible(model, what: str):
+    """An async command's ``prepare`` for a command on the row named by ``id``: a
+    missing or foreign id is refused at once, and the job works on that row."""
+
+    async def check(call, args) -> dict:
+        async with call.server.db.sessions() as session:
+            row = await visible_row(session, call, model, args["id"], what)
+            return {"jobinstanceid": row.uuid}
+
+    return check

@@ -1,16 +1,22 @@
-"""queryAsyncJobResult and listAsyncJobs."""
+"""queryAsyncJobResult and listAsyncJobs.
+
+A job whose answer carries a secret made for the caller (a remote access VPN's
+preshared key) keeps it sealed (Command.sealed_fields): queryAsyncJobResult,
+how the caller receives the answer, opens it; listAsyncJobs shows it sealed.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import case, func, select
 
 from mgmt.api.envelope import ListResult, PlainResult, RawJson
-from mgmt.api.registry import PAGING, SCOPE, Param, command
+from mgmt.api.registry import PAGING, REGISTRY, SCOPE, Param, command
 from mgmt.commands.common import date, json_paged, not_found
 from mgmt.commands.scope import scoped
 from mgmt.db.jobs import job_result
 from mgmt.db.jsonpage import JsonField, JsonShape
 from mgmt.db.models import AsyncJob
+from mgmt.db.sealing import JOB_RESULT, is_sealed
 from mgmt.db.tenancy import owned_by
 
 
@@ -50,7 +56,18 @@ async def query_async_job_result(call, args) -> PlainResult:
         job = await session.scalar(query)
         if job is None:
             raise not_found("job", args["jobid"])
-        return PlainResult(job_fields(job))
+        fields = job_fields(job)
+    _open_sealed(call, job, fields.get("jobresult"))
+    return PlainResult(fields)
+
+
+def _open_sealed(call, job: AsyncJob, result) -> None:
+    cmd = REGISTRY.get(job.kind)
+    sealed = cmd is not None and cmd.sealed_fields and isinstance(result, dict)
+    answer = result.get(cmd.response) if sealed else None
+    for name in cmd.sealed_fields if isinstance(answer, dict) else ():
+        if is_sealed(answer.get(name)):
+            answer[name] = call.server.orchestrator.sealer.unseal(answer[name], JOB_RESULT)
 
 
 #: A job listing's members, rendered by the database (a page is 500 of them).

@@ -18,7 +18,7 @@ from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
 from mgmt.commands.catalog import _service_fields
 from mgmt.commands.common import date, not_found, of_uuid, paged
-from mgmt.commands.projects import visible_project
+from mgmt.commands.ownership import owner_account
 from mgmt.commands.scope import scoped
 from mgmt.db.models import Account, Domain, Zone
 from mgmt.db.models.catalog import (
@@ -102,44 +102,6 @@ def _dns_server(name: str, value: str | None) -> str | None:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise param_error(f"{name} {value[:60]!r} is not an IP address") from None
-
-
-async def _domain_for(session, call, uuid: str) -> Domain:
-    """A domain the caller may act in (the same answer for a foreign and a missing id)."""
-    domain = await session.scalar(
-        owned_by(select(Domain).where(Domain.uuid == uuid, Domain.live()), Domain, call.caller)
-    )
-    if domain is None:
-        raise not_found("domain", uuid)
-    return domain
-
-
-async def _owner(
-    session, call, account: str | None, domainid: str | None, projectid: str | None
-) -> Account:
-    """The account a new network belongs to: the caller's, account+domainid, or the
-    project's own account."""
-    if projectid:
-        project = await visible_project(session, call.caller, projectid)
-        return await session.get_one(Account, project.account_id)
-    domain = await _domain_for(session, call, domainid) if domainid else None
-    if account is None:
-        if domain is not None and domain.id != call.caller.domain_id:
-            raise param_error("account must be given with domainid")
-        return await session.get(Account, call.caller.account_id)
-    domain_id = domain.id if domain else call.caller.domain_id
-    owner = await session.scalar(
-        owned_by(
-            select(Account).where(
-                Account.name == account, Account.domain_id == domain_id, Account.live()
-            ),
-            Account,
-            call.caller,
-        )
-    )
-    if owner is None:
-        raise param_error(f"Unable to find account {account} in the domain")
-    return owner
 
 
 async def _visible_network(session, call, uuid: str) -> Network:
@@ -314,7 +276,9 @@ async def create_network(call, args) -> ObjectResult:
                 raise param_error(f"vlan {args['vlan'][:60]!r} is not within 1-4094")
         else:
             vlan = None
-        owner = await _owner(session, call, args["account"], args["domainid"], args["projectid"])
+        owner = await owner_account(
+            session, call, args["account"], args["domainid"], args["projectid"]
+        )
         subnet, gateway = _guest_subnet(args, zone)
         start, end = _ip_range(args, subnet, gateway)
         network = Network(

@@ -10,6 +10,11 @@ address itself, so ``openfirewall`` records nothing.
 VPN users belong to an account and are served by every remote access VPN of
 that account (as in CloudStack): adding or removing one pushes each of those
 networks, and strongSwan's diff leaves the other users' sessions alone.
+
+The preshared key and the users' passwords are sealed in the database
+(mgmt.db.sealing). No answer shows a password; the preshared key, which the
+server makes, is in createRemoteAccessVpn's answer only (unlike CloudStack,
+listRemoteAccessVpns does not show it).
 """
 
 from __future__ import annotations
@@ -19,19 +24,27 @@ import re
 import secrets
 import string
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
-from mgmt.commands.common import new_id, not_found, of_uuid, paged
-from mgmt.commands.networks import _owner as owner_account
-from mgmt.commands.ownership import apply_to_networks, owner_fields
+from mgmt.commands.common import new_id, not_found, of_uuid
+from mgmt.commands.ownership import (
+    apply_to_networks,
+    check_owner,
+    owner_fields,
+    owner_of,
+    owner_params,
+    recorded_answer,
+    revoked,
+)
 from mgmt.commands.rulebase import ip_network, visible_ip
-from mgmt.commands.scope import scoped
+from mgmt.commands.scope import scoped_page
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
 from mgmt.db.models.rules import RemoteAccessVpn, VpnUser
+from mgmt.db.sealing import RA_PSK, VPN_PASSWORD
 from mgmt.db.settings import get_setting
 from mgmt.db.tenancy import owned_by
 from mgmt.orchestration import sync
@@ -70,7 +83,8 @@ def new_psk() -> str:
     return "".join(secrets.choice(PSK_ALPHABET) for _ in range(PSK_LENGTH))
 
 
-async def vpn_answer(session, vpn: RemoteAccessVpn) -> dict:
+async def vpn_answer(session, vpn: RemoteAccessVpn, psk: str | None = None) -> dict:
+    """The VPN as answers show it; ``psk`` only in the answer that created it."""
     ip = await session.get_one(PublicIp, vpn.ip_address_id)
     network = await session.get_one(Network, vpn.network_id)
     answer = {
@@ -78,7 +92,7 @@ async def vpn_answer(session, vpn: RemoteAccessVpn) -> dict:
         "publicipid": ip.uuid,
         "publicip": ip.address,
         "iprange": vpn.ip_range,
-        "presharedkey": vpn.preshared_key,
+        "presharedkey": psk,
         "networkid": network.uuid,
         "state": vpn.state,
         "fordisplay": True,
@@ -121,6 +135,7 @@ async def _check_ip(call, args) -> dict:
     instance_type="RemoteAccessVpn",
     prepare=_check_ip,
     since="2.2.0",
+    sealed_fields=("presharedkey",),
 )
 async def create_remote_access_vpn(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
@@ -144,6 +159,7 @@ async def create_remote_access_vpn(call, args) -> ObjectResult:
             )
         )
         start, end = ip_range(text, network.cidr)
+        psk = new_psk()
         vpn = RemoteAccessVpn(
             **new_id(args),
             network_id=network.id,
@@ -151,19 +167,22 @@ async def create_remote_access_vpn(call, args) -> ObjectResult:
             account_id=network.account_id,
             domain_id=network.domain_id,
             ip_range=f"{start}-{end}",
-            preshared_key=new_psk(),
+            preshared_key=call.server.orchestrator.sealer.seal(psk, RA_PSK),
             state="Added",
         )
         session.add(vpn)
         await session.commit()
         vpn_id, network_id = vpn.id, network.id
     await sync.apply_change(call.server.orchestrator, network_id, [("ravpn", vpn_id)])
-    async with call.server.db.sessions() as session:
-        vpn = await session.get_one(RemoteAccessVpn, vpn_id)
-        await call.server.events.record(
-            call, "VPN.REMOTE.ACCESS.CREATE", f"remote access VPN on {ip.address}", vpn
-        )
-        return ObjectResult("remoteaccessvpn", await vpn_answer(session, vpn))
+    return await recorded_answer(
+        call,
+        RemoteAccessVpn,
+        vpn_id,
+        "VPN.REMOTE.ACCESS.CREATE",
+        lambda _: f"remote access VPN on {ip.address}",
+        "remoteaccessvpn",
+        lambda session, vpn: vpn_answer(session, vpn, psk),
+    )
 
 
 async def _visible_vpn(session, call, ip_uuid: str) -> RemoteAccessVpn:
@@ -204,11 +223,14 @@ async def delete_remote_access_vpn(call, args) -> PlainResult:
         vpn.state = "Revoke"
         vpn_id, network_id = vpn.id, vpn.network_id
         await session.commit()
-    await sync.apply_change(call.server.orchestrator, network_id, [("ravpn", vpn_id)])
-    await call.server.events.record(
-        call, "VPN.REMOTE.ACCESS.DESTROY", "deleted a remote access VPN", vpn
+    return await revoked(
+        call,
+        [network_id],
+        ("ravpn", vpn_id),
+        "VPN.REMOTE.ACCESS.DESTROY",
+        "deleted a remote access VPN",
+        vpn,
     )
-    return PlainResult({"success": True})
 
 
 @command(
@@ -227,17 +249,14 @@ async def delete_remote_access_vpn(call, args) -> PlainResult:
 )
 async def list_remote_access_vpns(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = select(RemoteAccessVpn).where(RemoteAccessVpn.live())
-        query = await scoped(session, call.caller, args, query, RemoteAccessVpn)
-        if args["id"]:
-            query = query.where(RemoteAccessVpn.uuid == args["id"])
-        if args["publicipid"]:
-            query = query.where(
-                of_uuid(RemoteAccessVpn.ip_address_id, PublicIp, args["publicipid"])
-            )
-        if args["networkid"]:
-            query = query.where(of_uuid(RemoteAccessVpn.network_id, Network, args["networkid"]))
-        vpns, total = await paged(session, query.order_by(RemoteAccessVpn.id), args)
+        vpns, total = await scoped_page(
+            session,
+            call,
+            args,
+            RemoteAccessVpn,
+            publicipid=lambda uuid: of_uuid(RemoteAccessVpn.ip_address_id, PublicIp, uuid),
+            networkid=lambda uuid: of_uuid(RemoteAccessVpn.network_id, Network, uuid),
+        )
         return ListResult("remoteaccessvpn", [await vpn_answer(session, v) for v in vpns], total)
 
 
@@ -269,39 +288,19 @@ async def user_answer(session, user: VpnUser) -> dict:
     return {k: v for k, v in answer.items() if v is not None}
 
 
-def _owner_params() -> list[Param]:
-    return [
-        Param("account", description="the owner account (with domainid)"),
-        Param("domainid", "uuid", resource="domain", description="the owner's domain"),
-        Param("projectid", "uuid", resource="project", description="the owner project"),
-    ]
-
-
-async def _owner(call, args):
-    async with call.server.db.sessions() as session:
-        return await owner_account(
-            session, call, args["account"], args["domainid"], args["projectid"]
-        )
-
-
-async def _check_owner(call, args) -> dict:
-    await _owner(call, args)
-    return {}
-
-
 @command(
     "addVpnUser",
     description="Adds a VPN user to an account: every remote access VPN of the account accepts it",
     params=[
         Param("username", required=True, length=64),
-        Param("password", required=True, length=128),
-        *_owner_params(),
+        Param("password", required=True, length=128, secret=True),
+        *owner_params(),
     ],
     is_async=True,
     creates=True,
     response="vpnuser",
     instance_type="VpnUser",
-    prepare=_check_owner,
+    prepare=check_owner,
     since="2.2.0",
 )
 async def add_vpn_user(call, args) -> ObjectResult:
@@ -313,7 +312,7 @@ async def add_vpn_user(call, args) -> ObjectResult:
         raise param_error(
             "password: 6 to 128 printable ASCII characters without spaces, quotes or backslashes"
         )
-    owner = await _owner(call, args)
+    owner = await owner_of(call, args)
     async with call.server.db.sessions() as session:
         taken = await session.scalar(
             select(VpnUser.id).where(
@@ -345,7 +344,7 @@ async def add_vpn_user(call, args) -> ObjectResult:
             account_id=owner.id,
             domain_id=owner.domain_id,
             username=args["username"],
-            password=args["password"],
+            password=call.server.orchestrator.sealer.seal(args["password"], VPN_PASSWORD),
             state="Add",
         )
         session.add(user)
@@ -366,14 +365,14 @@ async def add_vpn_user(call, args) -> ObjectResult:
 @command(
     "removeVpnUser",
     description="Removes a VPN user (its sessions end; other users' stay)",
-    params=[Param("username", required=True, length=64), *_owner_params()],
+    params=[Param("username", required=True, length=64), *owner_params()],
     is_async=True,
     instance_type="VpnUser",
-    prepare=_check_owner,
+    prepare=check_owner,
     since="2.2.0",
 )
 async def remove_vpn_user(call, args) -> PlainResult:
-    owner = await _owner(call, args)
+    owner = await owner_of(call, args)
     async with call.server.db.sessions() as session:
         user = await session.scalar(
             select(VpnUser).where(
@@ -389,11 +388,14 @@ async def remove_vpn_user(call, args) -> PlainResult:
         user_id = user.id
         await session.commit()
         networks = await vpn_networks(session, owner.id)
-    await apply_to_networks(call.server.orchestrator, networks, [("vpnuser", user_id)])
-    await call.server.events.record(
-        call, "VPN.USER.REMOVE", f"removed VPN user {args['username']}", user
+    return await revoked(
+        call,
+        networks,
+        ("vpnuser", user_id),
+        "VPN.USER.REMOVE",
+        f"removed VPN user {args['username']}",
+        user,
     )
-    return PlainResult({"success": True})
 
 
 @command(
@@ -405,13 +407,12 @@ async def remove_vpn_user(call, args) -> PlainResult:
 )
 async def list_vpn_users(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = select(VpnUser).where(VpnUser.live())
-        query = await scoped(session, call.caller, args, query, VpnUser)
-        if args["id"]:
-            query = query.where(VpnUser.uuid == args["id"])
-        if args["username"]:
-            query = query.where(VpnUser.username == args["username"])
-        if args["keyword"]:
-            query = query.where(or_(VpnUser.username.contains(args["keyword"])))
-        users, total = await paged(session, query.order_by(VpnUser.id), args)
+        users, total = await scoped_page(
+            session,
+            call,
+            args,
+            VpnUser,
+            username=lambda name: VpnUser.username == name,
+            keyword=VpnUser.username.contains,
+        )
         return ListResult("vpnuser", [await user_answer(session, u) for u in users], total)

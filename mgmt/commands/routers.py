@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import select
 
-from appliances.agent.server import _version as agent_version  # noqa: PLC2701
+from appliances.common.version import skiff_version
 from mgmt.api.envelope import ListResult, ObjectResult
 from mgmt.api.errors import ApiError
 from mgmt.api.registry import ADMINS, PAGING, SCOPE, Param, command
@@ -20,7 +20,7 @@ from mgmt.db.models.networks import Network
 from mgmt.orchestration import routers as lifecycle
 
 #: The agent version this server's documents are written for: its own package's.
-AGENT_VERSION = agent_version()
+AGENT_VERSION = skiff_version()
 
 
 def _health(router: Router) -> list[dict]:

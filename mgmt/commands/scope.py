@@ -21,12 +21,13 @@ missing one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select
 
 from mgmt.api.errors import param_error
-from mgmt.commands.common import not_found
+from mgmt.commands.common import not_found, paged
 from mgmt.commands.projects import visible_clause
 from mgmt.db.models import Account, Domain, Project
 from mgmt.db.tenancy import PROJECT_ACCOUNT, Caller, in_subtree, owned_by
@@ -48,6 +49,20 @@ async def scoped(session, caller: Caller, args: dict[str, Any], query, model):
     if _is_user(caller) or not (args.get("listall") or args.get("id")):
         return query.where(account_id == caller.account_id)
     return query
+
+
+async def scoped_page(
+    session, call, args: dict[str, Any], model, **filters: Callable[[Any], ColumnElement]
+) -> tuple[list, int]:
+    """A list command's page of live ``model`` rows, ``scoped`` and ordered by id, with
+    ``id`` and each parameter of ``filters`` that was given: ``filters[name](value)``."""
+    query = await scoped(session, call.caller, args, select(model).where(model.live()), model)
+    if args["id"]:
+        query = query.where(model.uuid == args["id"])
+    for name, condition in filters.items():
+        if args[name]:
+            query = query.where(condition(args[name]))
+    return await paged(session, query.order_by(model.id), args)
 
 
 def _is_user(caller: Caller) -> bool:

@@ -13,6 +13,9 @@ connection's peer CIDRs may not overlap the network or another peer of the
 same gateway. A connection's state is the router's view (Connected,
 Disconnected or Error), read again whenever connections are listed
 (mgmt.orchestration.vpnstate).
+
+A customer gateway's preshared key is sealed in the database (mgmt.db.sealing)
+and never in an answer (CloudStack shows it as ``ipsecpsk``).
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ from appliances.router.vpn_policy import PolicyError, parse
 from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import PAGING, SCOPE, Param, command
-from mgmt.commands.common import date, new_id, not_found, of_uuid, paged
-from mgmt.commands.networks import _owner as owner_account
-from mgmt.commands.ownership import owner_fields
+from mgmt.commands.common import check_visible, date, new_id, of_uuid, visible_row
+from mgmt.commands.ownership import (
+    check_owner,
+    owner_account,
+    owner_fields,
+    owner_params,
+    recorded_answer,
+    revoked,
+)
 from mgmt.commands.rulebase import cidr_list, visible_network
-from mgmt.commands.scope import scoped
+from mgmt.commands.scope import scoped_page
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
 from mgmt.db.models.rules import CustomerGateway, VpnConnection, VpnGateway
+from mgmt.db.sealing import S2S_PSK
 from mgmt.db.settings import get_setting
-from mgmt.db.tenancy import owned_by
 from mgmt.db.types import utcnow
 from mgmt.orchestration import networks, sync, vpnstate
 
@@ -184,7 +193,6 @@ async def customer_answer(session, gw: CustomerGateway) -> dict:
         "name": gw.name,
         "gateway": gw.gateway,
         "cidrlist": gw.cidr_list,
-        "ipsecpsk": gw.ipsec_psk,
         "ikepolicy": gw.ike_policy,
         "esppolicy": gw.esp_policy,
         "ikelifetime": gw.ike_lifetime,
@@ -224,7 +232,6 @@ async def connection_answer(session, conn: VpnConnection) -> dict:
         "s2scustomergatewayid": customer.uuid,
         "gateway": customer.gateway,
         "cidrlist": customer.cidr_list,
-        "ipsecpsk": customer.ipsec_psk,
         "ikepolicy": customer.ike_policy,
         "esppolicy": customer.esp_policy,
         "ikelifetime": customer.ike_lifetime,
@@ -246,19 +253,11 @@ async def connection_answer(session, conn: VpnConnection) -> dict:
 # -- customer gateways --------------------------------------------------------------------
 
 
-def _owner_params() -> list[Param]:
-    return [
-        Param("account", description="the owner account (with domainid)"),
-        Param("domainid", "uuid", resource="domain", description="the owner's domain"),
-        Param("projectid", "uuid", resource="project", description="the owner project"),
-    ]
-
-
 def _gateway_params(required: bool) -> list[Param]:
     return [
         Param("gateway", required=required, description="the peer's public IPv4 address"),
         Param("cidrlist", "list", required=required, description="the peer's CIDRs"),
-        Param("ipsecpsk", required=required, description="the preshared key"),
+        Param("ipsecpsk", required=required, description="the preshared key", secret=True),
         Param("ikepolicy", required=required, description="e.g. aes128-sha256;modp2048"),
         Param(
             "esppolicy",
@@ -275,24 +274,25 @@ def _gateway_params(required: bool) -> list[Param]:
     ]
 
 
+def _sealed(call, columns: dict[str, Any]) -> dict[str, Any]:
+    """``columns`` with the preshared key sealed, as the database keeps it."""
+    if "ipsec_psk" in columns:
+        columns["ipsec_psk"] = call.server.orchestrator.sealer.seal(columns["ipsec_psk"], S2S_PSK)
+    return columns
+
+
 async def _subnets_limit(session) -> int:
     return int(await get_setting(session, "site2site.vpn.customergateway.subnets.limit"))
-
-
-async def _check_owner(call, args) -> dict:
-    async with call.server.db.sessions() as session:
-        await owner_account(session, call, args["account"], args["domainid"], args["projectid"])
-    return {}
 
 
 @command(
     "createVpnCustomerGateway",
     description="Creates a customer gateway: the other end of site-to-site VPN connections",
-    params=[*_gateway_params(True), *_owner_params()],
+    params=[*_gateway_params(True), *owner_params()],
     is_async=True,
     response="vpncustomergateway",
     instance_type="VpnCustomerGateway",
-    prepare=_check_owner,
+    prepare=check_owner,
     since="4.0.0",
 )
 async def create_vpn_customer_gateway(call, args) -> ObjectResult:
@@ -300,7 +300,7 @@ async def create_vpn_customer_gateway(call, args) -> ObjectResult:
         owner = await owner_account(
             session, call, args["account"], args["domainid"], args["projectid"]
         )
-        columns = gateway_columns(args, await _subnets_limit(session))
+        columns = _sealed(call, gateway_columns(args, await _subnets_limit(session)))
         columns.setdefault("name", columns["gateway"])
         for column, what in (("name", "name"), ("gateway", "gateway address")):
             taken = await session.scalar(
@@ -326,29 +326,6 @@ async def create_vpn_customer_gateway(call, args) -> ObjectResult:
         return ObjectResult("vpncustomergateway", await customer_answer(session, gw))
 
 
-async def _visible(session, call, model, uuid: str, what: str):
-    row = await session.scalar(
-        owned_by(
-            select(model).where(model.uuid == uuid, model.live()),
-            model,
-            call.caller,
-            with_projects=True,
-        )
-    )
-    if row is None:
-        raise not_found(what, uuid)
-    return row
-
-
-def _check(model, what: str):
-    async def check(call, args) -> dict:
-        async with call.server.db.sessions() as session:
-            row = await _visible(session, call, model, args["id"], what)
-            return {"jobinstanceid": row.uuid}
-
-    return check
-
-
 async def _connections_of(session, **where) -> list[VpnConnection]:
     query = select(VpnConnection).where(VpnConnection.live())
     for column, value in where.items():
@@ -365,6 +342,27 @@ async def _gateway_networks(session, conns: list[VpnConnection]) -> list[int]:
     )
 
 
+async def _delete_unconnected(
+    call, args, model, what: str, link: str, in_use: str, event: str, description: str
+) -> PlainResult:
+    """Delete the gateway ``args["id"]`` unless a connection uses it (``link``: the
+    connection's column naming it). ``in_use`` and ``description`` are formatted with
+    the gateway as ``row``."""
+    async with call.server.db.sessions() as session:
+        row = await visible_row(session, call, model, args["id"], what)
+        if await _connections_of(session, **{link: row.id}):
+            raise ApiError(IN_USE, in_use.format(row=row))
+        row.removed = utcnow()
+        await session.commit()
+    await call.server.events.record(call, event, description.format(row=row), row)
+    return PlainResult({"success": True})
+
+
+def _of_network(uuid: str):
+    """VPN gateways of the network ``uuid`` (``networkid`` of the lists)."""
+    return of_uuid(VpnGateway.network_id, Network, uuid)
+
+
 @command(
     "updateVpnCustomerGateway",
     description="Changes a customer gateway; its connections are re-applied (others keep "
@@ -372,18 +370,18 @@ async def _gateway_networks(session, conns: list[VpnConnection]) -> list[int]:
     params=[
         Param("id", "uuid", required=True, resource="vpncustomergateway"),
         *_gateway_params(False),
-        *_owner_params(),
+        *owner_params(),
     ],
     is_async=True,
     response="vpncustomergateway",
     instance_type="VpnCustomerGateway",
-    prepare=_check(CustomerGateway, "VPN customer gateway"),
+    prepare=check_visible(CustomerGateway, "VPN customer gateway"),
     since="4.0.0",
 )
 async def update_vpn_customer_gateway(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
-        gw = await _visible(session, call, CustomerGateway, args["id"], "VPN customer gateway")
-        columns = gateway_columns(args, await _subnets_limit(session), current=gw)
+        gw = await visible_row(session, call, CustomerGateway, args["id"], "VPN customer gateway")
+        columns = _sealed(call, gateway_columns(args, await _subnets_limit(session), current=gw))
         before = {column: getattr(gw, column) for column in columns}
         for column, value in columns.items():
             setattr(gw, column, value)
@@ -405,12 +403,15 @@ async def update_vpn_customer_gateway(call, args) -> ObjectResult:
             await session.commit()
         raise ApiError(sync.ROUTER_ERROR, str(exc)) from exc
     await vpnstate.refresh(call.server.orchestrator, network_ids)
-    async with call.server.db.sessions() as session:
-        gw = await session.get_one(CustomerGateway, gw_id)
-        await call.server.events.record(
-            call, "VPN.S2S.CUSTOMER.GATEWAY.UPDATE", f"customer gateway {gw.name}", gw
-        )
-        return ObjectResult("vpncustomergateway", await customer_answer(session, gw))
+    return await recorded_answer(
+        call,
+        CustomerGateway,
+        gw_id,
+        "VPN.S2S.CUSTOMER.GATEWAY.UPDATE",
+        lambda gw: f"customer gateway {gw.name}",
+        "vpncustomergateway",
+        customer_answer,
+    )
 
 
 @command(
@@ -419,22 +420,20 @@ async def update_vpn_customer_gateway(call, args) -> ObjectResult:
     params=[Param("id", "uuid", required=True, resource="vpncustomergateway")],
     is_async=True,
     instance_type="VpnCustomerGateway",
-    prepare=_check(CustomerGateway, "VPN customer gateway"),
+    prepare=check_visible(CustomerGateway, "VPN customer gateway"),
     since="4.0.0",
 )
 async def delete_vpn_customer_gateway(call, args) -> PlainResult:
-    async with call.server.db.sessions() as session:
-        gw = await _visible(session, call, CustomerGateway, args["id"], "VPN customer gateway")
-        if await _connections_of(session, customer_gateway_id=gw.id):
-            raise ApiError(
-                IN_USE, f"customer gateway {gw.name} has VPN connections: delete them first"
-            )
-        gw.removed = utcnow()
-        await session.commit()
-    await call.server.events.record(
-        call, "VPN.S2S.CUSTOMER.GATEWAY.DELETE", f"customer gateway {gw.name}", gw
+    return await _delete_unconnected(
+        call,
+        args,
+        CustomerGateway,
+        "VPN customer gateway",
+        "customer_gateway_id",
+        "customer gateway {row.name} has VPN connections: delete them first",
+        "VPN.S2S.CUSTOMER.GATEWAY.DELETE",
+        "customer gateway {row.name}",
     )
-    return PlainResult({"success": True})
 
 
 @command(
@@ -446,13 +445,9 @@ async def delete_vpn_customer_gateway(call, args) -> PlainResult:
 )
 async def list_vpn_customer_gateways(call, args) -> ListResult:
     async with call.server.db.sessions() as session:
-        query = select(CustomerGateway).where(CustomerGateway.live())
-        query = await scoped(session, call.caller, args, query, CustomerGateway)
-        if args["id"]:
-            query = query.where(CustomerGateway.uuid == args["id"])
-        if args["keyword"]:
-            query = query.where(CustomerGateway.name.contains(args["keyword"]))
-        rows, total = await paged(session, query.order_by(CustomerGateway.id), args)
+        rows, total = await scoped_page(
+            session, call, args, CustomerGateway, keyword=CustomerGateway.name.contains
+        )
         return ListResult(
             "vpncustomergateway", [await customer_answer(session, r) for r in rows], total
         )
@@ -524,18 +519,20 @@ async def create_vpn_gateway(call, args) -> ObjectResult:
     params=[Param("id", "uuid", required=True, resource="vpngateway")],
     is_async=True,
     instance_type="VpnGateway",
-    prepare=_check(VpnGateway, "VPN gateway"),
+    prepare=check_visible(VpnGateway, "VPN gateway"),
     since="4.0.0",
 )
 async def delete_vpn_gateway(call, args) -> PlainResult:
-    async with call.server.db.sessions() as session:
-        gw = await _visible(session, call, VpnGateway, args["id"], "VPN gateway")
-        if await _connections_of(session, vpn_gateway_id=gw.id):
-            raise ApiError(IN_USE, "the VPN gateway has connections: delete them first")
-        gw.removed = utcnow()
-        await session.commit()
-    await call.server.events.record(call, "VPN.S2S.VPN.GATEWAY.DELETE", "deleted a VPN gateway", gw)
-    return PlainResult({"success": True})
+    return await _delete_unconnected(
+        call,
+        args,
+        VpnGateway,
+        "VPN gateway",
+        "vpn_gateway_id",
+        "the VPN gateway has connections: delete them first",
+        "VPN.S2S.VPN.GATEWAY.DELETE",
+        "deleted a VPN gateway",
+    )
 
 
 @command(
@@ -556,13 +553,7 @@ async def list_vpn_gateways(call, args) -> ListResult:
     if args["vpcid"]:
         return ListResult("vpngateway", [])
     async with call.server.db.sessions() as session:
-        query = select(VpnGateway).where(VpnGateway.live())
-        query = await scoped(session, call.caller, args, query, VpnGateway)
-        if args["id"]:
-            query = query.where(VpnGateway.uuid == args["id"])
-        if args["networkid"]:
-            query = query.where(of_uuid(VpnGateway.network_id, Network, args["networkid"]))
-        rows, total = await paged(session, query.order_by(VpnGateway.id), args)
+        rows, total = await scoped_page(session, call, args, VpnGateway, networkid=_of_network)
         return ListResult("vpngateway", [await gateway_answer(session, r) for r in rows], total)
 
 
@@ -571,8 +562,8 @@ async def list_vpn_gateways(call, args) -> ListResult:
 
 async def _check_connection_args(call, args) -> dict:
     async with call.server.db.sessions() as session:
-        gw = await _visible(session, call, VpnGateway, args["s2svpngatewayid"], "VPN gateway")
-        await _visible(
+        gw = await visible_row(session, call, VpnGateway, args["s2svpngatewayid"], "VPN gateway")
+        await visible_row(
             session, call, CustomerGateway, args["s2scustomergatewayid"], "VPN customer gateway"
         )
         return {"jobinstanceid": gw.uuid}
@@ -597,8 +588,8 @@ async def _check_connection_args(call, args) -> dict:
 )
 async def create_vpn_connection(call, args) -> ObjectResult:
     async with call.server.db.sessions() as session:
-        gw = await _visible(session, call, VpnGateway, args["s2svpngatewayid"], "VPN gateway")
-        customer = await _visible(
+        gw = await visible_row(session, call, VpnGateway, args["s2svpngatewayid"], "VPN gateway")
+        customer = await visible_row(
             session, call, CustomerGateway, args["s2scustomergatewayid"], "VPN customer gateway"
         )
         if customer.account_id != gw.account_id:
@@ -636,12 +627,15 @@ async def create_vpn_connection(call, args) -> ObjectResult:
         conn_id, network_id = conn.id, gw.network_id
     await sync.apply_change(call.server.orchestrator, network_id, [("s2s", conn_id)])
     await vpnstate.refresh(call.server.orchestrator, [network_id])
-    async with call.server.db.sessions() as session:
-        conn = await session.get_one(VpnConnection, conn_id)
-        await call.server.events.record(
-            call, "VPN.S2S.CONNECTION.CREATE", f"VPN connection to {customer.gateway}", conn
-        )
-        return ObjectResult("vpnconnection", await connection_answer(session, conn))
+    return await recorded_answer(
+        call,
+        VpnConnection,
+        conn_id,
+        "VPN.S2S.CONNECTION.CREATE",
+        lambda _: f"VPN connection to {customer.gateway}",
+        "vpnconnection",
+        connection_answer,
+    )
 
 
 @command(
@@ -650,21 +644,24 @@ async def create_vpn_connection(call, args) -> ObjectResult:
     params=[Param("id", "uuid", required=True, resource="vpnconnection")],
     is_async=True,
     instance_type="VpnConnection",
-    prepare=_check(VpnConnection, "VPN connection"),
+    prepare=check_visible(VpnConnection, "VPN connection"),
     since="4.0.0",
 )
 async def delete_vpn_connection(call, args) -> PlainResult:
     async with call.server.db.sessions() as session:
-        conn = await _visible(session, call, VpnConnection, args["id"], "VPN connection")
+        conn = await visible_row(session, call, VpnConnection, args["id"], "VPN connection")
         gw = await session.get_one(VpnGateway, conn.vpn_gateway_id)
         conn.state = "Revoke"
         conn_id, network_id = conn.id, gw.network_id
         await session.commit()
-    await sync.apply_change(call.server.orchestrator, network_id, [("s2s", conn_id)])
-    await call.server.events.record(
-        call, "VPN.S2S.CONNECTION.DELETE", "deleted a VPN connection", conn
+    return await revoked(
+        call,
+        [network_id],
+        ("s2s", conn_id),
+        "VPN.S2S.CONNECTION.DELETE",
+        "deleted a VPN connection",
+        conn,
     )
-    return PlainResult({"success": True})
 
 
 @command(
@@ -674,13 +671,13 @@ async def delete_vpn_connection(call, args) -> PlainResult:
     is_async=True,
     response="vpnconnection",
     instance_type="VpnConnection",
-    prepare=_check(VpnConnection, "VPN connection"),
+    prepare=check_visible(VpnConnection, "VPN connection"),
     since="4.0.0",
 )
 async def reset_vpn_connection(call, args) -> ObjectResult:
     orch = call.server.orchestrator
     async with call.server.db.sessions() as session:
-        conn = await _visible(session, call, VpnConnection, args["id"], "VPN connection")
+        conn = await visible_row(session, call, VpnConnection, args["id"], "VPN connection")
         if conn.state not in vpnstate.SETTLED:
             raise ApiError(
                 IN_USE, f"the VPN connection is {conn.state}: try again when it is applied"
@@ -709,12 +706,15 @@ async def reset_vpn_connection(call, args) -> ObjectResult:
             await session.commit()
         raise ApiError(sync.ROUTER_ERROR, str(error)) from error
     await vpnstate.refresh(orch, [network_id])
-    async with call.server.db.sessions() as session:
-        conn = await session.get_one(VpnConnection, conn_id)
-        await call.server.events.record(
-            call, "VPN.S2S.CONNECTION.RESET", "reset a VPN connection", conn
-        )
-        return ObjectResult("vpnconnection", await connection_answer(session, conn))
+    return await recorded_answer(
+        call,
+        VpnConnection,
+        conn_id,
+        "VPN.S2S.CONNECTION.RESET",
+        lambda _: "reset a VPN connection",
+        "vpnconnection",
+        connection_answer,
+    )
 
 
 @command(
@@ -735,20 +735,12 @@ async def reset_vpn_connection(call, args) -> ObjectResult:
 async def list_vpn_connections(call, args) -> ListResult:
     if args["vpcid"]:
         return ListResult("vpnconnection", [])
+
+    def of_network(uuid: str):
+        return VpnConnection.vpn_gateway_id.in_(select(VpnGateway.id).where(_of_network(uuid)))
+
     async with call.server.db.sessions() as session:
-        query = select(VpnConnection).where(VpnConnection.live())
-        query = await scoped(session, call.caller, args, query, VpnConnection)
-        if args["id"]:
-            query = query.where(VpnConnection.uuid == args["id"])
-        if args["networkid"]:
-            query = query.where(
-                VpnConnection.vpn_gateway_id.in_(
-                    select(VpnGateway.id).where(
-                        of_uuid(VpnGateway.network_id, Network, args["networkid"])
-                    )
-                )
-            )
-        rows, total = await paged(session, query.order_by(VpnConnection.id), args)
+        rows, total = await scoped_page(session, call, args, VpnConnection, networkid=of_network)
         ids = [r.id for r in rows]
         network_ids = await _gateway_networks(session, list(rows))
     if ids:

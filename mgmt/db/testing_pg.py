@@ -2,13 +2,15 @@
 
 ``start_cluster()`` runs initdb and pg_ctl in a temporary directory and
 returns a PgCluster whose ``url`` is ``postgresql+asyncpg://skiff@/skiff?host=<socketdir>``;
-``stop_cluster()`` stops it and deletes the directory. initdb and postgres
+``stop_cluster()`` stops it and deletes the directory; ``new_database()`` and
+``migrated_database()`` add a fresh database to it. initdb and postgres
 refuse to run as root, so as root they run as the ``postgres`` system user
 (or a ``skiffpg`` one created for the purpose) through runuser.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
 import shutil
@@ -28,6 +30,9 @@ INSTALL_HINT = (
     "package 'postgresql' (make test does), or set SKIFF_PG_BINDIR"
 )
 # Durability does not matter for a cluster that is deleted after the run.
+TEMPLATE = "skiff_template"
+_names = itertools.count()
+_template_ready: set[str] = set()  # clusters (by base folder) whose template is migrated
 FAST_OPTIONS = ("-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=200")
 
@@ -160,3 +165,38 @@ def throwaway_cluster(parent: Path | None = None) -> Iterator[PgCluster]:
         yield cluster
     finally:
         stop_cluster(cluster)
+
+
+async def new_database(cluster: PgCluster, template: str | None = None) -> str:
+    """URL of a new database (empty, or a copy of ``template``) in the cluster."""
+    import asyncpg
+
+    name = f"t{next(_names)}"
+    conn = await asyncpg.connect(host=str(cluster.socketdir), user=SUPERUSER, database="postgres")
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    return cluster.url(name)
+
+
+async def migrated_database(cluster: PgCluster) -> str:
+    """URL of a new database copied from a template migrated once per cluster."""
+    import asyncpg
+
+    from mgmt.db.engine import open_database
+
+    key = str(cluster.base)
+    if key not in _template_ready:
+        conn = await asyncpg.connect(
+            host=str(cluster.socketdir), user=SUPERUSER, database="postgres"
+        )
+        try:
+            await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        finally:
+            await conn.close()
+        template = await open_database(cluster.url(TEMPLATE))
+        await template.close()
+        _template_ready.add(key)
+    return await new_database(cluster, TEMPLATE)

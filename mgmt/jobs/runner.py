@@ -22,6 +22,7 @@ from mgmt.api.params import Params
 from mgmt.api.registry import REGISTRY
 from mgmt.db import jobs as job_table
 from mgmt.db.engine import Database
+from mgmt.db.sealing import JOB_RESULT
 from mgmt.db.types import new_uuid
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,12 @@ class JobRunner:
         if cmd.creates:
             args["new_id"] = first["id"] = first["jobinstanceid"] = new_uuid()
         instance_uuid = first.pop("jobinstanceid", None)
-        stored = {k: v for k, v in call.params.raw.items() if k.lower() not in NOT_STORED}
+        secrets = {p.name for p in cmd.params if p.secret}
+        stored = {
+            k: v
+            for k, v in call.params.raw.items()
+            if k.lower() not in NOT_STORED and k.lower() not in secrets
+        }
         async with self.db.sessions() as session:
             job = await job_table.create_job(
                 session,
@@ -106,9 +112,17 @@ class JobRunner:
             self.db,
             job_id,
             result_type="object",
-            result=envelope.body_of(result),
+            result=self._sealed(call.command, envelope.body_of(result)),
             owner=self.owner,
         )
+
+    def _sealed(self, cmd, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer to store: its secret fields sealed (a remote access VPN's key)."""
+        answer = body.get(cmd.response) if cmd.sealed_fields else None
+        for name in cmd.sealed_fields if isinstance(answer, dict) else ():
+            if isinstance(answer.get(name), str):
+                answer[name] = self.server.orchestrator.sealer.seal(answer[name], JOB_RESULT)
+        return body
 
     async def recover(
         self, directory, stale_after: float = STALE_AFTER_S, include_own: bool = True

@@ -53,7 +53,12 @@ async def allocate(db, zone_id: int, account_id: int, network_id: int | None, *,
 async def release(db, ip_id: int) -> None:
     """Give an address back to the zone's free pool."""
     async with db.sessions() as session, session.begin():
-        await session.execute(
-            update(PublicIp).where(PublicIp.id == ip_id)
-            .values(state="Free", account_id=None, network_id=None, source_nat=False,
-                    static_nat_vm_id=None, static_nat_ip=None, allocated=None))
+        await release_in(session, ip_id)
+
+
+async def release_in(session, ip_id: int) -> None:
+    """``release`` inside the caller's transaction."""
+    await session.execute(
+        update(PublicIp).where(PublicIp.id == ip_id)
+        .values(state="Free", account_id=None, network_id=None, source_nat=False,
+                static_nat_vm_id=None, static_nat_ip=None, allocated=None))

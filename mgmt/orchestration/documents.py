@@ -13,6 +13,9 @@ applied item (``Active``; a remote-access VPN ``Running``; a VPN connection
 still in otherwise; a connection being reset (``Reset``) is out. ``include=None``
 admits every pending item. ``Inputs.pending`` lists the pending items the document settled, so the
 caller can mark them done once the router has applied it.
+
+VPN secrets are sealed in the database (mgmt.db.sealing); ``build`` opens them
+with ``Inputs.sealer``, the only place they are ever opened.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from mgmt.db.models.rules import (
     VpnGateway,
     VpnUser,
 )
+from mgmt.db.sealing import RA_PSK, S2S_PSK, VPN_PASSWORD, NoKey, Sealer
 
 #: Instance states whose NICs the router serves (DHCP, DNS, metadata).
 SERVED_STATES = ("Starting", "Running", "Stopping", "Stopped")
@@ -102,9 +106,11 @@ class Inputs:
     #: Pending items the built document settles: key -> the state they were in.
     pending: dict[Key, str] = field(default_factory=dict)
     pair: Pair | None = None
+    #: Opens the sealed VPN secrets (without a key, a document with VPNs fails).
+    sealer: Sealer | NoKey = field(default_factory=NoKey)
 
 
-async def load(session: AsyncSession, router_id: int,
+async def load(session: AsyncSession, router_id: int, sealer: Sealer | NoKey,
                secret: Callable[[str], str] | None = None) -> Inputs:
     """Everything router_id serves. ``secret(label)``: a secret every server derives
     alike (the appliance CA's), for a redundant pair's VRRP password."""
@@ -161,7 +167,7 @@ async def load(session: AsyncSession, router_id: int,
         instances=[(v, n, o) for v, n, o in rows], rules=rules,
         addresses={p.id: p.address for p in public_ips},
         members=members, policies=policies, ra_vpn=ra_vpn, vpn_users=users,
-        s2s=[(c, g, a) for c, g, a in s2s_rows],
+        s2s=[(c, g, a) for c, g, a in s2s_rows], sealer=sealer,
         pair=await _pair(session, router, network, secret) if router.is_redundant else None,
     )
 
@@ -326,10 +332,11 @@ def _vpn(inp: Inputs, shown, resolvers: list[str]) -> dict[str, Any] | None:
         start, _, end = ra.ip_range.partition("-")
         out["remote_access"] = {
             "public_ip": inp.addresses[ra.ip_address_id], "pool_start": start.strip(),
-            "pool_end": (end or start).strip(), "psk": ra.preshared_key,
+            "pool_end": (end or start).strip(),
+            "psk": inp.sealer.unseal(ra.preshared_key, RA_PSK),
             "dns_servers": [inp.network.gateway],
-            "users": [{"name": u.username, "password": u.password} for u in inp.vpn_users
-                      if shown(u.state, ("vpnuser", u.id))],
+            "users": [{"name": u.username, "password": inp.sealer.unseal(u.password, VPN_PASSWORD)}
+                      for u in inp.vpn_users if shown(u.state, ("vpnuser", u.id))],
         }
     site = []
     for conn, gw, local_ip in inp.s2s:
@@ -338,7 +345,8 @@ def _vpn(inp: Inputs, shown, resolvers: list[str]) -> dict[str, Any] | None:
         site.append({
             "id": f"s2s-{conn.id}", "local_gateway": local_ip, "peer_gateway": gw.gateway,
             "local_cidrs": [inp.network.cidr], "peer_cidrs": _cidrs(gw.cidr_list),
-            "ike_policy": gw.ike_policy, "esp_policy": gw.esp_policy, "psk": gw.ipsec_psk,
+            "ike_policy": gw.ike_policy, "esp_policy": gw.esp_policy,
+            "psk": inp.sealer.unseal(gw.ipsec_psk, S2S_PSK),
             "ike_version": {"ikev1": "ikev1", "ikev2": "ikev2"}.get(gw.ike_version, "ike"),
             "ike_lifetime_s": gw.ike_lifetime, "esp_lifetime_s": gw.esp_lifetime,
             "dpd": gw.dpd, "passive": conn.passive, "force_encap": gw.force_encap,

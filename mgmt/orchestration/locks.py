@@ -4,6 +4,9 @@ Within a server an asyncio lock per router orders the jobs; across servers a
 lease in the router's row (``lock_owner`` until ``lock_expires``) taken with
 one conditional UPDATE, so two servers on one PostgreSQL never push to the
 same router at once and a crashed server's lease runs out by itself.
+
+A task that holds a router's lock may take it again (the reconcile loop checks
+a router under its lock, then converges it, which takes the lock itself).
 """
 
 from __future__ import annotations
@@ -31,9 +34,14 @@ class RouterLocks:
         self.db = db
         self.owner = owner
         self._local: dict[int, asyncio.Lock] = {}
+        self._holders: dict[int, asyncio.Task] = {}
 
     @contextlib.asynccontextmanager
     async def hold(self, router_id: int, timeout: float = 120.0) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._holders.get(router_id) is task:
+            yield  # this task holds it already: the outer hold releases it
+            return
         local = self._local.setdefault(router_id, asyncio.Lock())
         async with local:
             loop = asyncio.get_running_loop()
@@ -45,9 +53,12 @@ class RouterLocks:
                                       f"management server for {timeout:.0f} s")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
+            if task is not None:
+                self._holders[router_id] = task
             try:
                 yield
             finally:
+                self._holders.pop(router_id, None)
                 await self._release(router_id)
 
     async def _take(self, router_id: int) -> bool:

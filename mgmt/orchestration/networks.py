@@ -5,6 +5,13 @@ is deployed (or a rule needs its router): a source-NAT public address, a VXLAN
 id, the router (two for a redundant offering) started on a host, and the
 whole document pushed. Implementing an implemented network with a running
 router changes nothing.
+
+Several management servers may implement one network at once (two calls on
+two servers that each find it not implemented). The in-process lock does not
+see the other server, so each step settles the race in the database: of two
+source-NAT addresses taken at once one is given back, the router's guest NIC
+(unique per network and address) lets one server create the router, and a
+router is started under its lock, by the server that finds it not running.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from mgmt.db.models.catalog import NetworkOfferingService, offers_redundant_router
 from mgmt.db.models.compute import Router, VmInstance
@@ -44,15 +52,61 @@ async def live_routers(session, network_id: int) -> list[tuple[Router, VmInstanc
     return [(r, v) for r, v in rows.all()]
 
 
+def _source_nat(network_id: int):
+    return select(PublicIp).where(
+        PublicIp.network_id == network_id, PublicIp.source_nat.is_(True), PublicIp.live(),
+        PublicIp.state == "Allocated").order_by(PublicIp.id).limit(1)
+
+
 async def source_nat_ip(orch, network: Network) -> PublicIp:
     async with orch.db.sessions() as session:
-        snat = await session.scalar(select(PublicIp).where(
-            PublicIp.network_id == network.id, PublicIp.source_nat.is_(True), PublicIp.live(),
-            PublicIp.state == "Allocated"))
+        snat = await session.scalar(_source_nat(network.id))
     if snat is not None:
         return snat
-    return await addresses.allocate(orch.db, network.zone_id, network.account_id, network.id,
+    mine = await addresses.allocate(orch.db, network.zone_id, network.account_id, network.id,
                                     source_nat=True)
+    # Another server may have taken one at the same time. With the network's row
+    # locked (a no-op UPDATE: a row lock on PostgreSQL, the write lock on SQLite)
+    # these checks run one at a time, so "give mine back if there is another"
+    # leaves exactly one.
+    async with orch.db.sessions() as session, session.begin():
+        await session.execute(update(Network).where(Network.id == network.id)
+                              .values(state=Network.state))
+        other = await session.scalar(_source_nat(network.id).where(PublicIp.id != mine.id))
+        if other is None:
+            return mine
+        await addresses.release_in(session, mine.id)
+        return other
+
+
+async def _start(orch, router_id: int) -> None:
+    """Start the router unless another server started it meanwhile (it held the lock);
+    away from its pair's other router's host when the zone has another."""
+    async with orch.locks.hold(router_id):
+        async with orch.db.sessions() as session:
+            router = await session.get_one(Router, router_id)
+            vm = await session.get_one(VmInstance, router.vm_id)
+            if vm.state == "Running" or router.removed is not None:
+                return
+        avoid = await routers.peer_hosts(orch, router.network_id, router_id)
+        await routers.start_avoiding(orch, router_id, frozenset(avoid))
+
+
+async def _keep_wanted(orch, network_id: int, wanted: int,
+                       created: list[int]) -> list[tuple[Router, VmInstance]]:
+    """The network's live routers once extras are gone: when two servers implement the
+    network at once, both may create a pair's routers (their own guest addresses
+    do not collide). With the network's row locked these checks run one at a time,
+    and each server drops the routers of its own beyond the first ``wanted``, before
+    any is started."""
+    async with orch.db.sessions() as session, session.begin():
+        await session.execute(update(Network).where(Network.id == network_id)
+                              .values(state=Network.state))
+        live = await live_routers(session, network_id)
+        extra = [r.id for r, _v in live[wanted:] if r.id in created]
+        if extra:
+            await routers.discard_unstarted(session, extra)
+        return [(r, v) for r, v in live if r.id not in extra]
 
 
 #: VRRP priorities of a new pair: the first router wins the first election; after
@@ -86,17 +140,20 @@ async def implement(orch, network_id: int, macs: list[dict[str, str]] | None = N
             network.state = "Implementing"
             await session.commit()
             existing = await live_routers(session, network_id)
-        router_ids = [r.id for r, v in existing if v.state != "Running"]
         taken = {r.priority for r, _v in existing}
+        created: list[int] = []
         for n in range(len(existing), wanted):
             priority = next(p for p in PAIR_PRIORITIES if p not in taken) if wanted > 1 else 0
             taken.add(priority)
-            router_ids.append(await routers.create(
-                orch, network, snat, (macs or [])[n] if n < len(macs or []) else None,
-                redundant=wanted > 1, priority=priority))
-        for router_id in router_ids:
-            avoid = await routers.peer_hosts(orch, network_id, router_id)
-            await routers.start_avoiding(orch, router_id, frozenset(avoid))
+            try:
+                created.append(await routers.create(
+                    orch, network, snat, (macs or [])[n] if n < len(macs or []) else None,
+                    redundant=wanted > 1, priority=priority))
+            except IntegrityError:  # another server created it (the gateway NIC) meanwhile
+                break
+        for router, vm in await _keep_wanted(orch, network_id, wanted, created):
+            if vm.state != "Running":
+                await _start(orch, router.id)
         async with orch.db.sessions() as session:
             network = await session.get_one(Network, network_id)
             network.state = "Implemented"

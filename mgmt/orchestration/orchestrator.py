@@ -1,4 +1,5 @@
-"""The orchestrator: host drivers, the appliance CA, agent clients and router locks.
+"""The orchestrator: host drivers, the appliance CA, the key of sealed secrets, agent
+clients and router locks.
 
 One per management server (``server.orchestrator``); the life-cycle modules
 (networks, routers, instances, sync) take it as their first argument.
@@ -20,6 +21,7 @@ from mgmt.db.engine import Database
 from mgmt.db.models import Event
 from mgmt.db.models.compute import Nic, Router, VmInstance
 from mgmt.db.models.infra import Host
+from mgmt.db.sealing import NoKey, Sealer, load_sealer
 from mgmt.db.settings import get_setting
 from mgmt.orchestration.hosts.driver import HeartbeatSink, HostDriver, HostError, HostFacts
 from mgmt.orchestration.locks import RouterLocks
@@ -56,6 +58,8 @@ class Orchestrator:
         self.events = events
         self.locks = RouterLocks(db, owner)
         self.ca: ApplianceCA | None = None
+        #: Seals VPN secrets in the database and opens them for router documents.
+        self.sealer: Sealer | NoKey = NoKey()
         self._ssl: ssl.SSLContext | None = None
         self._drivers: dict[int, HostDriver] = {}
         self._facts: dict[int, HostFacts] = {}
@@ -67,6 +71,7 @@ class Orchestrator:
 
     async def start(self, reconcile: bool = True) -> None:
         self.ca = await ApplianceCA.load(self.db, self.home)
+        self.sealer = await load_sealer(self.db)
         self._ssl = self.ca.client_context()
         from mgmt.orchestration.reconcile import Reconciler
 

@@ -216,6 +216,25 @@ class Reconciler:
             log.debug("host %s: heartbeat listener not ready in time", host.name)
 
     async def _drifted(self, router_id: int, status: health.Status) -> bool:
+        if not await self._disagrees(router_id, status):
+            return False
+        try:
+            # A push in flight, of this server or another, may have reached the agent
+            # but not yet the router's row. Under the router's lock every push has
+            # ended and recorded what it pushed: look again before pushing anew.
+            async with self.orch.locks.hold(router_id):
+                status = await health.look(self.orch, router_id)
+                if not status.reachable or not await self._disagrees(router_id, status):
+                    return False
+                log.warning("router %s drifted (agent: generation %s, converged %s): "
+                            "re-pushing", router_id, status.generation, status.converged)
+                await sync.converge(self.orch, router_id, force=True)
+        except (sync.RouterRefused, sync.RouterUnreachable, LockTimeout) as exc:
+            log.warning("re-pushing router %s failed: %s", router_id, exc)
+        return True
+
+    async def _disagrees(self, router_id: int, status: health.Status) -> bool:
+        """The agent runs something else than the last push the row records."""
         async with self.orch.db.sessions() as session:
             router = await session.get_one(Router, router_id)
             expected = (router.applied_generation, router.applied_hash)
@@ -223,15 +242,7 @@ class Reconciler:
             return False  # its start has not pushed the first document yet: not drift
         if status.heard is not None and router.last_seen and status.heard <= router.last_seen:
             return False  # a heartbeat from before the last push or poll: no evidence
-        if (status.generation, status.document_hash) == expected and status.converged:
-            return False
-        log.warning("router %s drifted (agent: generation %s, converged %s): re-pushing",
-                    router_id, status.generation, status.converged)
-        try:
-            await sync.converge(self.orch, router_id, force=True)
-        except (sync.RouterRefused, sync.RouterUnreachable, LockTimeout) as exc:
-            log.warning("re-pushing router %s failed: %s", router_id, exc)
-        return True
+        return (status.generation, status.document_hash) != expected or not status.converged
 
     async def _stale(self, router_id: int) -> None:
         async with self.orch.db.sessions() as session:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mgmt.api.errors import ApiError
 from mgmt.db.models.compute import Nic, Router, VmInstance
@@ -89,10 +89,24 @@ async def create(orch, network: Network, source_nat: PublicIp,
             await session.commit()
             return router.id
 
+    if not redundant:
+        return await insert()  # IntegrityError: the network has its router already
     try:
         return await retrying(insert, "router guest address")
     except LookupError as exc:
         raise ApiError(INSUFFICIENT_CAPACITY, str(exc)) from exc
+
+
+async def discard_unstarted(session, router_ids: list[int]) -> None:
+    """Remove routers that were created but never started (no host, nothing to stop),
+    inside the caller's transaction."""
+    now = utcnow()
+    vm_ids = select(Router.vm_id).where(Router.id.in_(router_ids))
+    await session.execute(update(Nic).where(Nic.vm_id.in_(vm_ids), Nic.removed.is_(None))
+                          .values(removed=now))
+    await session.execute(update(VmInstance).where(VmInstance.id.in_(vm_ids))
+                          .values(state="Destroyed", removed=now))
+    await session.execute(update(Router).where(Router.id.in_(router_ids)).values(removed=now))
 
 
 async def start(orch, router_id: int, avoid: frozenset[int] = frozenset()) -> None:

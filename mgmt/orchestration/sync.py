@@ -83,7 +83,7 @@ async def converge(orch, router_id: int, include: Include = None, *, force: bool
     async with orch.locks.hold(router_id):
         async with orch.db.sessions() as session:
             inputs = await documents.load(
-                session, router_id, orch.ca.derive_secret if orch.ca else None)
+                session, router_id, orch.sealer, orch.ca.derive_secret if orch.ca else None)
             router, vm = inputs.router, inputs.vm
             if vm.state != "Running" or vm.host_id is None:
                 raise RouterUnreachable(f"router {vm.name} is {vm.state}")

@@ -2,22 +2,21 @@
 
 ``db`` is a migrated, empty database of the kind SKIFF_TEST_DB names:
 ``sqlite`` (default, a file in tmp_path) or ``postgresql`` (a fresh database
-in a throwaway cluster that lives for the test session, unix socket only).
+in a throwaway cluster that lives for the test session, unix socket only: the
+``pg_cluster`` fixture of tests/conftest.py).
 ``make test`` runs tests/mgmt once with each.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from mgmt.db.engine import Database, open_database
-from mgmt.db.testing_pg import SUPERUSER, PgCluster, skip_reason, throwaway_cluster
+from mgmt.db.testing_pg import PgCluster, migrated_database, new_database
 from mgmt.server.app import ManagementServer, Settings
 
 DB_KINDS = ("sqlite", "postgresql")
@@ -25,52 +24,10 @@ DB_KIND = os.environ.get("SKIFF_TEST_DB", "sqlite").lower()
 if DB_KIND not in DB_KINDS:
     raise pytest.UsageError(f"SKIFF_TEST_DB={DB_KIND!r}: use one of {', '.join(DB_KINDS)}")
 
-TEMPLATE = "skiff_template"
-_names = itertools.count()
-_template_ready: set[str] = set()
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with throwaway_cluster() as cluster:
-        yield cluster
-
-
-async def _create_pg_database(cluster: PgCluster, template: str | None = None) -> str:
-    name = f"t{next(_names)}"
-    conn = await asyncpg.connect(host=str(cluster.socketdir), user=SUPERUSER, database="postgres")
-    try:
-        clause = f' TEMPLATE "{template}"' if template else ""
-        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
-    finally:
-        await conn.close()
-    return cluster.url(name)
-
-
-async def _migrated_pg_database(cluster: PgCluster) -> str:
-    """A new database copied from a template migrated once per session."""
-    key = str(cluster.base)
-    if key not in _template_ready:
-        conn = await asyncpg.connect(
-            host=str(cluster.socketdir), user=SUPERUSER, database="postgres"
-        )
-        try:
-            await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
-        finally:
-            await conn.close()
-        template = await open_database(cluster.url(TEMPLATE))
-        await template.close()
-        _template_ready.add(key)
-    return await _create_pg_database(cluster, TEMPLATE)
-
-
 @pytest.fixture
 async def pg_empty_url(pg_cluster: PgCluster) -> str:
     """A new, empty PostgreSQL database (whatever SKIFF_TEST_DB says)."""
-    return await _create_pg_database(pg_cluster)
+    return await new_database(pg_cluster)
 
 
 @pytest.fixture(params=[DB_KIND])
@@ -78,7 +35,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """URL of a migrated database of the chosen kind; open it as often as you like."""
     if request.param == "postgresql":
         cluster: PgCluster = request.getfixturevalue("pg_cluster")
-        return await _migrated_pg_database(cluster)
+        return await migrated_database(cluster)
     url = f"sqlite+skiff:///{tmp_path / 'skiff.db'}"
     migrated = await open_database(url)
     await migrated.close()

@@ -1,6 +1,6 @@
 """Which rows a router document holds, by state (mgmt.orchestration.documents.build),
 on plain objects: applied VPN rows stay in, pending ones wait for their job, a
-connection being reset is out."""
+connection being reset is out. Their secrets are sealed, as the database keeps them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from mgmt.db.models.rules import (
     VpnConnection,
     VpnUser,
 )
+from mgmt.db.sealing import RA_PSK, S2S_PSK, VPN_PASSWORD, Sealer, new_key
 from mgmt.orchestration.documents import Inputs, build
+
+SEALER = Sealer(new_key())
 
 
 def inputs(
@@ -39,7 +42,7 @@ def inputs(
     gw = CustomerGateway(
         gateway="198.51.100.7",
         cidr_list="10.9.0.0/24",
-        ipsec_psk="psk-1234",
+        ipsec_psk=SEALER.seal("psk-1234", S2S_PSK),
         ike_policy="aes128-sha256;modp2048",
         esp_policy="aes128-sha256",
         ike_lifetime=86400,
@@ -66,11 +69,19 @@ def inputs(
             id=3,
             ip_address_id=1,
             ip_range="10.1.2.1-10.1.2.8",
-            preshared_key="psk-abcdef",
+            preshared_key=SEALER.seal("psk-abcdef", RA_PSK),
             state=ra_state,
         ),
-        vpn_users=[VpnUser(id=4, username="bob", password="secret-1", state=user_state)],
+        vpn_users=[
+            VpnUser(
+                id=4,
+                username="bob",
+                password=SEALER.seal("secret-1", VPN_PASSWORD),
+                state=user_state,
+            )
+        ],
         s2s=[(VpnConnection(id=6, passive=False, state=conn_state), gw, "203.0.113.10")],
+        sealer=SEALER,
     )
 
 

@@ -6,6 +6,9 @@ columns a purpose does not use stay NULL. A rule's ``state`` follows
 CloudStack's: ``Add`` until the router has applied it, ``Active`` after,
 ``Revoke`` while its removal is being applied. A rule the router refuses is
 removed again, so the database never shows it active.
+
+VPN secrets (users' passwords, preshared keys) are sealed (mgmt.db.sealing,
+revision 0008): only the router's document carries them in clear.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class RemoteAccessVpn(Common, Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
     ip_range: Mapped[str] = mapped_column(String(64))
-    preshared_key: Mapped[str] = mapped_column(String(255))
+    preshared_key: Mapped[str] = mapped_column(Text)  # sealed (mgmt.db.sealing)
     state: Mapped[str] = mapped_column(String(16), default="Added")
 
 
@@ -93,7 +96,7 @@ class VpnUser(Common, Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
     username: Mapped[str] = mapped_column(String(255))
-    password: Mapped[str] = mapped_column(String(255))
+    password: Mapped[str] = mapped_column(Text)  # sealed (mgmt.db.sealing)
     state: Mapped[str] = mapped_column(String(16), default="Add")
 
 
@@ -107,7 +110,7 @@ class CustomerGateway(Common, Base):
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
     gateway: Mapped[str] = mapped_column(String(64))
     cidr_list: Mapped[str] = mapped_column(Text)
-    ipsec_psk: Mapped[str] = mapped_column(String(255))
+    ipsec_psk: Mapped[str] = mapped_column(Text)  # sealed (mgmt.db.sealing)
     ike_policy: Mapped[str] = mapped_column(String(255))
     esp_policy: Mapped[str] = mapped_column(String(255))
     ike_lifetime: Mapped[int] = mapped_column(Integer, default=86400)

@@ -161,14 +161,16 @@ async def quiet(db, tmp_path):
     await orch.close()
 
 
-def _polls(monkeypatch, answering: set[int], generation: int = 0,
+def _polls(monkeypatch, answering: set[int], generation: int | dict[int, int] = 0,
            doc_hash: str | None = None) -> list[int]:
+    """Fake agent polls; ``generation``: what every agent runs, or per router id."""
     polled: list[int] = []
 
     async def look(orch, router_id):
         polled.append(router_id)
         if router_id in answering:
-            return health.Status(True, generation, doc_hash, converged=True)
+            runs = generation.get(router_id, 0) if isinstance(generation, dict) else generation
+            return health.Status(True, runs, doc_hash, converged=True)
         return health.Status(False, error="no answer")
 
     monkeypatch.setattr(reconcile.health, "look", look)
@@ -204,7 +206,9 @@ async def test_a_fresh_heartbeat_stands_in_for_a_poll_and_a_stale_one_does_not(
 
 async def test_drift_a_heartbeat_reports_is_pushed_again(quiet, monkeypatch):
     orch, ids = quiet
-    _polls(monkeypatch, answering=set(ids), generation=5, doc_hash="cd" * 32)
+    # The re-look under the router's lock (a poll) confirms what the heartbeats say.
+    _polls(monkeypatch, answering=set(ids), generation={ids[0]: 5, ids[1]: 4, ids[2]: 5},
+           doc_hash="cd" * 32)
     pushed: list[int] = []
 
     async def converge(orch, router_id, include=None, *, force=False):
