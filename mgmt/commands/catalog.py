@@ -1158,7 +1158,7 @@ def shown_in_zone():
     return and_(TemplateZone.live(), TemplateZone.deleting.is_(False))
 
 
-async def _names_for(session, templates) -> dict:
+async def names_for(session, templates) -> dict:
     os_ids = {t.os_type_id for t in templates}
     account_ids = {t.account_id for t in templates}
     os_types = (
@@ -1180,7 +1180,7 @@ def _kind_clause(kind: Kind):
     return Template.format == "ISO" if kind.iso else Template.format != "ISO"
 
 
-async def _visible_template(session, call, uuid: str, kind: Kind, *, to_change: bool) -> Template:
+async def visible_template(session, call, uuid: str, kind: Kind, *, to_change: bool) -> Template:
     """A template the caller may see (own, in its admin scope, or public); to change it the
     caller must own it or administer its owner. Otherwise: not found."""
     base = select(Template).where(Template.uuid == uuid, Template.live(), _kind_clause(kind))
@@ -1281,7 +1281,7 @@ async def _register(call, args, kind: Kind) -> ListResult:
         ]
         session.add_all(refs)
         await session.commit()
-        names = await _names_for(session, [template])
+        names = await names_for(session, [template])
         await call.server.events.record(
             call, f"{kind.event}.CREATE", f"registered {kind.what} {template.name}", template
         )
@@ -1369,7 +1369,7 @@ async def _list(call, args, kind: Kind) -> ListResult:
             args,
             rows=True,
         )
-        names = await _names_for(session, [t for t, _, _ in rows])
+        names = await names_for(session, [t for t, _, _ in rows])
         tags = await tags_for(session, kind.tag_type, (t.id for t, _, _ in rows))
         return ListResult(
             kind.what,
@@ -1380,7 +1380,7 @@ async def _list(call, args, kind: Kind) -> ListResult:
 
 async def _update(call, args, kind: Kind) -> ObjectResult:
     async with call.server.db.sessions() as session:
-        template = await _visible_template(session, call, args["id"], kind, to_change=True)
+        template = await visible_template(session, call, args["id"], kind, to_change=True)
         if args["ostypeid"]:
             os_type = await session.scalar(
                 select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live())
@@ -1407,7 +1407,7 @@ async def _update(call, args, kind: Kind) -> ObjectResult:
             .order_by(TemplateZone.id)
         )
         zone = await session.get(Zone, ref.zone_id) if ref else None
-        names = await _names_for(session, [template])
+        names = await names_for(session, [template])
         await call.server.events.record(
             call, f"{kind.event}.UPDATE", f"updated {kind.what} {template.name}", template
         )
@@ -1420,7 +1420,7 @@ async def _update(call, args, kind: Kind) -> ObjectResult:
 
 async def _delete(call, args, kind: Kind) -> PlainResult:
     async with call.server.db.sessions() as session:
-        template = await _visible_template(session, call, args["id"], kind, to_change=True)
+        template = await visible_template(session, call, args["id"], kind, to_change=True)
         refs = (
             await session.scalars(
                 select(TemplateZone).where(TemplateZone.template_id == template.id, shown_in_zone())

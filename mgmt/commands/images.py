@@ -3,7 +3,7 @@
 - getUploadParamsForTemplate / getUploadParamsForIso record the template (status
   ``NotUploaded``) and answer what the browser needs to POST the file to the
   zone's storage appliance: ``postURL``, ``metadata``, ``expires``, ``signature``
-  (appliances/storage/signing.py, under the key of
+  (appliances/storage/signing.py, under the zone's key,
   mgmt.orchestration.storage_images.upload_key). After ``upload.operation.timeout``
   minutes without an upload the template is ``UploadAbandoned``.
 - extractTemplate / extractIso (HTTP_DOWNLOAD): a URL of the appliance that serves
@@ -33,12 +33,12 @@ from mgmt.commands.catalog import (
     ISO,
     TEMPLATE,
     Kind,
-    _names_for,
-    _visible_template,
     images_changed,
+    names_for,
     new_template,
     shown_in_zone,
     template_fields,
+    visible_template,
 )
 from mgmt.commands.common import date, not_found
 from mgmt.commands.image_urls import check_checksum
@@ -129,7 +129,7 @@ async def _upload_params(call, args, kind: Kind) -> ObjectResult:
     base = await storage_images.public_base(orch, zone.id)
     if base is None:
         raise _unavailable(zone)
-    key = await storage_images.upload_key(orch)
+    key = await storage_images.upload_key(orch, zone.id)
     expires = datetime.fromtimestamp(storage_images.now() + minutes * 60, UTC)
     async with call.server.db.sessions() as session:
         session.add(template)
@@ -232,7 +232,7 @@ async def _extractable(call, args, kind: Kind) -> tuple[Template, TemplateZone, 
     if args["mode"] != "HTTP_DOWNLOAD":
         raise ApiError(432, f"extract mode {args['mode']} is not supported: use HTTP_DOWNLOAD")
     async with call.server.db.sessions() as session:
-        template = await _visible_template(session, call, args["id"], kind, to_change=False)
+        template = await visible_template(session, call, args["id"], kind, to_change=False)
         if not template.is_extractable and not await _may_change(session, call, template):
             raise param_error(
                 f"Unable to extract {kind.what} id={template.uuid} as it's not extractable"
@@ -254,8 +254,8 @@ async def _extract(call, args, kind: Kind) -> ObjectResult:
         raise _unavailable(zone)
     async with call.server.db.sessions() as session:
         ttl = float(await get_setting(session, "extract.url.expiration.interval"))
-        names = await _names_for(session, [template])
-    url, _expires = await storage_images.signed_extract(orch, base, tz.uuid, ttl)
+        names = await names_for(session, [template])
+    url, _expires = await storage_images.signed_extract(orch, zone.id, base, tz.uuid, ttl)
     account = names["account"].get(template.account_id)
     await call.server.events.record(
         call, f"{kind.event}.EXTRACT", f"extract URL for {kind.what} {template.name}", template
@@ -327,7 +327,7 @@ async def _copy_plan(call, args, kind: Kind):
     if not raw:
         raise param_error("missing parameter destzoneid (or destzoneids)")
     async with call.server.db.sessions() as session:
-        template = await _visible_template(session, call, args["id"], kind, to_change=True)
+        template = await visible_template(session, call, args["id"], kind, to_change=True)
         src_tz, src_zone = await _ready_in(session, template, kind, args["sourcezoneid"])
         shown = {z.id: tz for tz, z in await _rows(session, template)}
         dests = []
@@ -377,7 +377,7 @@ async def _copy(call, args, kind: Kind) -> ObjectResult:
     base = await storage_images.public_base(orch, src_zone.id)
     if base is None:
         raise _unavailable(src_zone)
-    url, _ = await storage_images.signed_extract(orch, base, src_tz.uuid, COPY_URL_TTL)
+    url, _ = await storage_images.signed_extract(orch, src_zone.id, base, src_tz.uuid, COPY_URL_TTL)
     state = {
         "download_state": image_status.NOT_DOWNLOADED,
         "download_percent": 0,
@@ -401,7 +401,7 @@ async def _copy(call, args, kind: Kind) -> ObjectResult:
                 session.add(tz)
             first = first or (tz, zone)
         await session.commit()
-        names = await _names_for(session, [template])
+        names = await names_for(session, [template])
         await call.server.events.record(
             call,
             f"{kind.event}.COPY",

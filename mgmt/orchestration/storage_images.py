@@ -5,14 +5,14 @@
   ``present`` or, while the row is being deleted, ``absent``. The storage document
   builder (mgmt.orchestration.systemvms) calls it; nothing else decides what a
   zone's store holds.
-- :func:`upload_key` is the HMAC key of upload signatures and extract tokens
-  (keystore entry ``storage-upload-key``, made on first use). Every storage
-  document's ``transfer.key`` is ``upload_key(orch).decode()``, so what one
-  management server signs every appliance checks.
+- :func:`upload_key` is a zone's HMAC key of upload signatures and extract tokens
+  (keystore entry ``storage-transfer-key:<zone uuid>``, made on first use). The
+  zone's storage document's ``transfer.key`` is ``upload_key(orch, zone).decode()``,
+  so what any management server signs the zone's appliance checks.
 - The **site** is how the server finds a zone's storage appliance: its agent
   (mutual TLS), the public base URL of its transfer listener, and a push of the
   zone's document. By default that is the zone's storage system VM
-  (``systemvms.agent_for``, ``systemvms.public_address``, ``systemvms.push``);
+  (``systemvms.agent_for``, ``systemvms.public_address``, ``systemvms.push_zone``);
   a test sets ``orch.storage_site`` to an agent it started itself.
 """
 
@@ -37,7 +37,8 @@ from mgmt.db.models.compute import KeystoreEntry
 
 log = logging.getLogger("skiff.templates")
 
-UPLOAD_KEY_NAME = "storage-upload-key"
+#: Keystore name of a zone's key, followed by the zone's uuid.
+KEY_PREFIX = "storage-transfer-key:"
 ROLE = "storage"
 #: Formats the appliance stores (appliances.storage.document.Format).
 STORE_FORMATS = ("QCOW2", "RAW", "VHD", "ISO")
@@ -100,33 +101,39 @@ async def storage_images(session, zone: Zone | int) -> list[dict]:
     return images
 
 
-# -- the shared key -------------------------------------------------------------------------
+# -- the zone's key -------------------------------------------------------------------------
 
 
-async def upload_key(orch) -> bytes:
-    """The storage appliances' HMAC key (printable ASCII, 64 characters), created by
-    the first server that needs it; a server that loses the race reads the winner's."""
-    entry = await _key_entry(orch.db)
-    if entry is None:
+async def upload_key(orch, zone: Zone | int) -> bytes:
+    """The zone's storage HMAC key (printable ASCII, 64 characters): keystore entry
+    ``storage-transfer-key:<zone uuid>``, the row the system VMs' document builder
+    (systemvm_keys.storage_key) reads too. The first server that needs it creates it;
+    one that loses the race reads the winner's."""
+    async with orch.db.sessions() as session:
+        if isinstance(zone, int):
+            zone = await session.get_one(Zone, zone)
+        name = KEY_PREFIX + zone.uuid
+    found = await _key_text(orch.db, name)
+    if found is None:
         try:
             async with orch.db.sessions() as session:
                 session.add(
-                    KeystoreEntry(
-                        name=UPLOAD_KEY_NAME, certificate="", private_key=secrets.token_urlsafe(48)
-                    )
+                    KeystoreEntry(name=name, certificate="", private_key=secrets.token_urlsafe(48))
                 )
                 await session.commit()
         except IntegrityError:
-            pass
-        entry = await _key_entry(orch.db)
-        assert entry is not None  # noqa: S101 - just written or found
-    return entry.private_key.encode()
+            pass  # another server made it first: read theirs
+        found = await _key_text(orch.db, name)
+        assert found is not None  # noqa: S101 - just written or found
+    return found.encode()
 
 
-async def _key_entry(db) -> KeystoreEntry | None:
+async def _key_text(db, name: str) -> str | None:
     async with db.sessions() as session:
         return await session.scalar(
-            select(KeystoreEntry).where(KeystoreEntry.name == UPLOAD_KEY_NAME, KeystoreEntry.live())
+            select(KeystoreEntry.private_key).where(
+                KeystoreEntry.name == name, KeystoreEntry.live()
+            )
         )
 
 
@@ -175,9 +182,9 @@ class SystemVmSite:
 
     async def push(self, orch, zone_id: int) -> None:
         module = self._systemvms()
-        if module is None or not hasattr(module, "push"):
+        if module is None or not hasattr(module, "push_zone"):
             raise LookupError("this server cannot push storage documents")
-        await _resolved(module.push(orch, zone_id, ROLE))
+        await _resolved(module.push_zone(orch, zone_id, ROLE))
 
 
 SYSTEM_VM_SITE = SystemVmSite()
@@ -247,8 +254,10 @@ def signed_upload(key: bytes, base: str, meta: UploadMetadata, ttl: float) -> Up
     return upload_params(key.decode(), f"{base}/upload/{meta.id}", meta, ttl=ttl, now=now())
 
 
-async def signed_extract(orch, base: str, image_id: str, ttl: float) -> tuple[str, float]:
-    """An extract URL for the image, valid ``ttl`` seconds, and its expiry (Unix time)."""
-    key = (await upload_key(orch)).decode()
+async def signed_extract(
+    orch, zone_id: int, base: str, image_id: str, ttl: float
+) -> tuple[str, float]:
+    """An extract URL for the zone's image, valid ``ttl`` seconds, and its expiry."""
+    key = (await upload_key(orch, zone_id)).decode()
     expires = now() + ttl
     return f"{base}/extract/{extract_token(key, image_id, expires)}", expires

@@ -166,7 +166,7 @@ class TemplateZone(Common, Base):
     report; ``is_ready`` only when the appliance holds the verified image. A row
     being deleted stays (``deleting``, hidden from listings) until the appliance
     confirms, so the document can keep naming the image ``absent`` until then.
-    (Revision 0003; the storage columns revision 0008.)
+    (Revision 0003; the storage columns revision 0010.)
     """
 
     __tablename__ = "template_zones"

@@ -147,7 +147,7 @@ class DirectSite:
                     "transfer": {
                         "address": "127.0.0.1",
                         "port": agent.public_port,
-                        "key": (await upload_key(orch)).decode(),
+                        "key": (await upload_key(orch, zone_id)).decode(),
                         "public_url": agent.public_url,
                     },
                     "images": images,

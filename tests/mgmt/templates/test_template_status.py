@@ -20,6 +20,7 @@ from mgmt.db.engine import open_database
 from mgmt.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from mgmt.db.models import Account, Zone
 from mgmt.db.models.catalog import OsType, Template, TemplateZone
+from mgmt.db.models.compute import KeystoreEntry
 from mgmt.db.types import utcnow
 from mgmt.orchestration import image_status as st
 from mgmt.orchestration.storage_images import image_entry, storage_images, upload_key
@@ -240,8 +241,18 @@ async def test_storage_images_is_a_valid_document_list_and_the_key_is_shared(db,
     assert len(doc.images) == 3
 
     orch = SimpleNamespace(db=db)
-    keys = await asyncio.gather(*(upload_key(orch) for _ in range(4)))
+    keys = await asyncio.gather(*(upload_key(orch, z1.id) for _ in range(4)))
     assert len(set(keys)) == 1 and len(keys[0]) == 64
+    assert await upload_key(orch, z2) != keys[0]  # each zone its own
+    async with db.sessions() as session:  # the row the system VMs' documents read
+        assert (
+            await session.scalar(
+                select(KeystoreEntry.private_key).where(
+                    KeystoreEntry.name == f"storage-transfer-key:{z1.uuid}"
+                )
+            )
+            == keys[0].decode()
+        )
     StorageDocument.model_validate(
         {
             "appliance_id": "s",
@@ -266,18 +277,18 @@ def test_status_text(state, percent, error, text):
     assert st.status_text(state, percent, error) == text
 
 
-def _downgrade_to_0007(connection) -> None:
+def _downgrade_to_0008(connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
-    alembic_command.downgrade(config, "0007")
+    alembic_command.downgrade(config, "0008")
 
 
-async def test_revision_0008_keeps_registered_templates_pending(db_url, tmp_path):
+async def test_revision_0010_keeps_registered_templates_pending(db_url, tmp_path):
     db = await open_database(db_url, migrate=False)
     try:
         await bootstrap(db, tmp_path)
         async with db.engine.begin() as conn:
-            await conn.run_sync(_downgrade_to_0007)
+            await conn.run_sync(_downgrade_to_0008)
             await conn.execute(
                 text(
                     "INSERT INTO zones (name, network_type, allocation_state, uuid, created) "
@@ -302,7 +313,7 @@ async def test_revision_0008_keeps_registered_templates_pending(db_url, tmp_path
                     "CURRENT_TIMESTAMP FROM templates t, zones z"
                 )
             )
-        assert await current_revision(db.engine) == "0007"
+        assert await current_revision(db.engine) == "0008"
         await upgrade(db.engine)
         assert await current_revision(db.engine) == head_revision()
         async with db.sessions() as session:

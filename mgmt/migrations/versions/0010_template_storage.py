@@ -1,7 +1,7 @@
 """Templates on the secondary storage appliance: each zone's image state.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0008
 Create Date: 2026-11-29
 
 Written from mgmt.db.models.catalog.TemplateZone (tests/mgmt/db checks that the
@@ -18,8 +18,8 @@ from alembic import op
 
 from mgmt.migrations.conventions import TIMESTAMP
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0010"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
