@@ -11,6 +11,7 @@ from mgmt.commands import (  # noqa: F401
     console,
     events,
     firewall,
+    images,
     infra,
     jobs,
     lbpolicies,

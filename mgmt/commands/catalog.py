@@ -4,14 +4,15 @@ Offerings are created by the root admin; an offering with a domain is shown to
 that domain and the domains under it. Templates and ISOs belong to an account:
 ``templatefilter`` / ``isofilter`` decide which of the visible ones a listing
 shows, and another account's private template answers exactly like a missing
-id. Downloading images is the storage side's work: a registered template stays
-``Download pending`` and not ready until then.
+id. Each zone's secondary storage appliance fetches (or receives) the image:
+a template is ``Download pending`` and not ready until the appliance holds it
+verified (mgmt.orchestration.image_status); uploads, extract and copies are in
+mgmt.commands.images.
 """
 
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, false, func, or_, select, true
 
@@ -19,6 +20,7 @@ from mgmt.api.envelope import ListResult, ObjectResult, PlainResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import ALL_ROLES, PAGING, ROOT_ONLY, Param, command
 from mgmt.commands.common import apply_given, date, new_id, not_found, paged
+from mgmt.commands.image_urls import check_checksum, check_url, internal_sites
 from mgmt.commands.projects import visible_project
 from mgmt.commands.tags import tags_for
 from mgmt.db.models import Account, Domain, Zone
@@ -35,7 +37,9 @@ from mgmt.db.models.catalog import (
     VpcOfferingService,
 )
 from mgmt.db.models.networks import Network
+from mgmt.db.settings import get_setting
 from mgmt.db.tenancy import in_subtree, owned_by
+from mgmt.orchestration import image_status
 
 # ---------------------------------------------------------------- shared helpers
 
@@ -1058,7 +1062,8 @@ async def list_os_types(call, args) -> ListResult:
 
 # ---------------------------------------------------------------- templates and ISOs
 
-FORMATS = ("QCOW2", "RAW", "VHD", "VHDX", "OVA", "VMDK", "TAR")
+#: What the secondary storage appliance stores and inspects (ISOs register as ISO).
+FORMATS = ("QCOW2", "RAW", "VHD")
 HYPERVISORS = ("KVM", "XenServer", "VMware", "Hyperv", "LXC", "Simulator")
 TEMPLATE_FILTERS = (
     "featured",
@@ -1102,6 +1107,7 @@ def template_fields(t: Template, tz: TemplateZone | None, zone: Zone | None, nam
         "isready": bool(tz and tz.is_ready),
         "status": tz.status if tz else None,
         "size": tz.size if tz else None,
+        "physicalsize": tz.physical_size if tz else None,
         "zoneid": zone.uuid if zone else None,
         "zonename": zone.name if zone else None,
         "crossZones": t.cross_zones,
@@ -1118,7 +1124,7 @@ def template_fields(t: Template, tz: TemplateZone | None, zone: Zone | None, nam
         "sshkeyenabled": False,
         "isdynamicallyscalable": False,
         "directdownload": False,
-        "downloaddetails": [],
+        "downloaddetails": _download_details(tz, zone),
         "tags": [],
         "hasannotations": False,
     }
@@ -1133,7 +1139,26 @@ def template_fields(t: Template, tz: TemplateZone | None, zone: Zone | None, nam
     return fields
 
 
-async def _names_for(session, templates) -> dict:
+def _download_details(tz: TemplateZone | None, zone: Zone | None) -> list[dict]:
+    """CloudStack's per-image-store progress (one store per zone here)."""
+    if tz is None or zone is None:
+        return []
+    return [
+        {
+            "datastore": f"{zone.name} secondary storage",
+            "datastoreRole": "Image",
+            "downloadPercent": str(tz.download_percent or 0),
+            "downloadState": tz.download_state or image_status.NOT_DOWNLOADED,
+        }
+    ]
+
+
+def shown_in_zone():
+    """The rows listings show: live and not being deleted."""
+    return and_(TemplateZone.live(), TemplateZone.deleting.is_(False))
+
+
+async def names_for(session, templates) -> dict:
     os_ids = {t.os_type_id for t in templates}
     account_ids = {t.account_id for t in templates}
     os_types = (
@@ -1155,7 +1180,7 @@ def _kind_clause(kind: Kind):
     return Template.format == "ISO" if kind.iso else Template.format != "ISO"
 
 
-async def _visible_template(session, call, uuid: str, kind: Kind, *, to_change: bool) -> Template:
+async def visible_template(session, call, uuid: str, kind: Kind, *, to_change: bool) -> Template:
     """A template the caller may see (own, in its admin scope, or public); to change it the
     caller must own it or administer its owner. Otherwise: not found."""
     base = select(Template).where(Template.uuid == uuid, Template.live(), _kind_clause(kind))
@@ -1195,59 +1220,72 @@ async def _zones_param(session, args) -> tuple[list[Zone], bool]:
     return zones, False
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise param_error(f"invalid value for url: {url[:100]!r} is not an http:// or https:// URL")
+async def new_template(session, call, args, kind: Kind, checksum: str | None,
+                       all_zones: bool) -> Template:
+    """A Template row from register / getUploadParams arguments (not added yet): its OS
+    type, and its owner (the caller, or with projectid the project's account)."""
+    caller = call.caller
+    is_admin = caller.is_root_admin or caller.is_domain_admin
+    os_type = await session.scalar(
+        select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live())
+    )
+    if os_type is None:
+        raise not_found("OS type", args["ostypeid"])
+    # With projectid the project's own account owns it (its members share it).
+    owner_id, owner_domain_id = caller.account_id, caller.domain_id
+    if args["projectid"]:
+        project = await visible_project(session, caller, args["projectid"])
+        owner_id, owner_domain_id = project.account_id, project.domain_id
+    if kind.iso:
+        fmt, hypervisor = "ISO", None
+    else:
+        fmt, hypervisor = args["format"], args["hypervisor"]
+    return Template(
+        name=args["name"],
+        display_text=args["displaytext"] or args["name"],
+        format=fmt,
+        hypervisor=hypervisor,
+        os_type_id=os_type.id,
+        checksum=checksum,
+        is_public=bool(args["ispublic"]),
+        is_featured=bool(args["isfeatured"]) and is_admin,
+        is_extractable=bool(args["isextractable"]),
+        password_enabled=bool(args.get("passwordenabled")),
+        requires_hvm=args.get("requireshvm") is not False,
+        bootable=args.get("bootable") is not False,
+        cross_zones=all_zones,
+        account_id=owner_id,
+        domain_id=owner_domain_id,
+    )
 
 
 async def _register(call, args, kind: Kind) -> ListResult:
-    _check_url(args["url"])
-    caller = call.caller
-    is_admin = caller.is_root_admin or caller.is_domain_admin
     async with call.server.db.sessions() as session:
-        os_type = await session.scalar(
-            select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live())
-        )
-        if os_type is None:
-            raise not_found("OS type", args["ostypeid"])
+        sites = await get_setting(session, "secstorage.allowed.internal.sites")
+        check_url(args["url"], internal_sites(str(sites)))
+        checksum = check_checksum(args["checksum"])
         zones, all_zones = await _zones_param(session, args)
-        # With projectid the project's own account owns it (its members share it).
-        owner_id, owner_domain_id = caller.account_id, caller.domain_id
-        if args["projectid"]:
-            project = await visible_project(session, caller, args["projectid"])
-            owner_id, owner_domain_id = project.account_id, project.domain_id
-        if kind.iso:
-            fmt, hypervisor = "ISO", None
-        else:
-            fmt, hypervisor = args["format"], args["hypervisor"]
-        template = Template(
-            name=args["name"],
-            display_text=args["displaytext"] or args["name"],
-            url=args["url"],
-            format=fmt,
-            hypervisor=hypervisor,
-            os_type_id=os_type.id,
-            checksum=args["checksum"],
-            is_public=bool(args["ispublic"]),
-            is_featured=bool(args["isfeatured"]) and is_admin,
-            is_extractable=bool(args["isextractable"]),
-            password_enabled=bool(args.get("passwordenabled")),
-            requires_hvm=args.get("requireshvm") is not False,
-            bootable=args.get("bootable") is not False,
-            cross_zones=all_zones,
-            account_id=owner_id,
-            domain_id=owner_domain_id,
-        )
+        template = await new_template(session, call, args, kind, checksum, all_zones)
+        template.url = args["url"]
         session.add(template)
         await session.flush()
-        refs = [TemplateZone(template_id=template.id, zone_id=z.id) for z in zones]
+        refs = [
+            TemplateZone(
+                template_id=template.id,
+                zone_id=z.id,
+                status=image_status.PENDING,
+                download_state=image_status.NOT_DOWNLOADED,
+                download_percent=0,
+            )
+            for z in zones
+        ]
         session.add_all(refs)
         await session.commit()
-        names = await _names_for(session, [template])
+        names = await names_for(session, [template])
         await call.server.events.record(
             call, f"{kind.event}.CREATE", f"registered {kind.what} {template.name}", template
         )
+        images_changed(call, [z.id for z in zones])
         return ListResult(
             kind.what,
             [template_fields(template, tz, z, names) for tz, z in zip(refs, zones, strict=True)],
@@ -1302,9 +1340,7 @@ async def _list(call, args, kind: Kind) -> ListResult:
             ).account_id
         query = (
             select(Template, TemplateZone, Zone)
-            .outerjoin(
-                TemplateZone, and_(TemplateZone.template_id == Template.id, TemplateZone.live())
-            )
+            .outerjoin(TemplateZone, and_(TemplateZone.template_id == Template.id, shown_in_zone()))
             .outerjoin(Zone, TemplateZone.zone_id == Zone.id)
             .where(
                 Template.live(),
@@ -1333,7 +1369,7 @@ async def _list(call, args, kind: Kind) -> ListResult:
             args,
             rows=True,
         )
-        names = await _names_for(session, [t for t, _, _ in rows])
+        names = await names_for(session, [t for t, _, _ in rows])
         tags = await tags_for(session, kind.tag_type, (t.id for t, _, _ in rows))
         return ListResult(
             kind.what,
@@ -1344,7 +1380,7 @@ async def _list(call, args, kind: Kind) -> ListResult:
 
 async def _update(call, args, kind: Kind) -> ObjectResult:
     async with call.server.db.sessions() as session:
-        template = await _visible_template(session, call, args["id"], kind, to_change=True)
+        template = await visible_template(session, call, args["id"], kind, to_change=True)
         if args["ostypeid"]:
             os_type = await session.scalar(
                 select(OsType).where(OsType.uuid == args["ostypeid"], OsType.live())
@@ -1367,11 +1403,11 @@ async def _update(call, args, kind: Kind) -> ObjectResult:
         await session.commit()
         ref = await session.scalar(
             select(TemplateZone)
-            .where(TemplateZone.template_id == template.id, TemplateZone.live())
+            .where(TemplateZone.template_id == template.id, shown_in_zone())
             .order_by(TemplateZone.id)
         )
         zone = await session.get(Zone, ref.zone_id) if ref else None
-        names = await _names_for(session, [template])
+        names = await names_for(session, [template])
         await call.server.events.record(
             call, f"{kind.event}.UPDATE", f"updated {kind.what} {template.name}", template
         )
@@ -1384,12 +1420,10 @@ async def _update(call, args, kind: Kind) -> ObjectResult:
 
 async def _delete(call, args, kind: Kind) -> PlainResult:
     async with call.server.db.sessions() as session:
-        template = await _visible_template(session, call, args["id"], kind, to_change=True)
+        template = await visible_template(session, call, args["id"], kind, to_change=True)
         refs = (
             await session.scalars(
-                select(TemplateZone).where(
-                    TemplateZone.template_id == template.id, TemplateZone.live()
-                )
+                select(TemplateZone).where(TemplateZone.template_id == template.id, shown_in_zone())
             )
         ).all()
         if args["zoneid"]:
@@ -1402,14 +1436,31 @@ async def _delete(call, args, kind: Kind) -> PlainResult:
         else:
             chosen = list(refs)
         for ref in chosen:
-            ref.remove()
+            forget(ref)
         if len(chosen) == len(refs):
             template.remove()
         await session.commit()
         await call.server.events.record(
             call, f"{kind.event}.DELETE", f"deleted {kind.what} {template.name}", template
         )
+    images_changed(call, [r.zone_id for r in chosen])
     return PlainResult({"success": True})
+
+
+def forget(ref: TemplateZone) -> None:
+    """Delete a template from a zone: at once when no appliance ever stored a byte of it,
+    else hidden and named absent in the zone's document until the appliance confirms."""
+    if ref.download_state in image_status.NOTHING_STORED:
+        ref.remove()
+    else:
+        ref.deleting, ref.is_ready = True, False
+
+
+def images_changed(call, zone_ids) -> None:
+    """Push the zones' storage documents (in the background)."""
+    orch = getattr(call.server, "orchestrator", None)
+    if orch is not None:
+        image_status.changed(orch, zone_ids)
 
 
 REGISTER_COMMON = (
@@ -1419,7 +1470,11 @@ REGISTER_COMMON = (
     Param("ostypeid", "uuid", required=True, description="see listOsTypes"),
     Param("zoneid", description="the zone, or -1 for all zones"),
     Param("zoneids", "list", description="several zones (or -1)", since="4.14"),
-    Param("checksum", description="{ALGORITHM}hex, or an MD5 in hex"),
+    Param(
+        "checksum",
+        description="{MD5}, {SHA-1}, {SHA-256}, {SHA-512}... followed by hex, or bare hex "
+        "(its length names the algorithm); verified before the template is ready",
+    ),
     Param("ispublic", "boolean", description="usable by every account"),
     Param("isfeatured", "boolean", description="listed as featured (admins only)"),
     Param("isextractable", "boolean"),

@@ -118,6 +118,20 @@ DEFAULTS: tuple[Setting, ...] = (
     Setting("use.system.public.ips", True, "Advanced",
             "Whether accounts may use the zone's public IPs not dedicated to them.",
             scope="zone"),
+    Setting("secstorage.allowed.internal.sites", "", "Advanced",
+            "Comma-separated CIDRs whose addresses template and ISO URLs may name although "
+            "they are loopback, link-local, unspecified or multicast (refused otherwise). "
+            "Host names are not resolved: the storage appliance fetches what they name."),
+    Setting("extract.url.expiration.interval", 14400, "Advanced",
+            "Seconds an extractTemplate / extractIso URL stays valid.", range=(60, 604800)),
+    Setting("upload.operation.timeout", 60, "Advanced",
+            "Minutes a getUploadParamsForTemplate / getUploadParamsForIso signature stays "
+            "valid; a template not uploaded by then is UploadAbandoned.", range=(1, 10080)),
+    Setting("max.template.iso.size", 50, "Advanced",
+            "Largest template or ISO a browser may upload, in GB.", range=(1, 100000)),
+    Setting("template.status.interval", 2.0, "Advanced",
+            "Seconds between the reads of each zone's storage appliance while a template "
+            "or ISO there is pending, arriving or being deleted.", range=(0.1, 3600.0)),
     Setting("job.expire.minutes", 1440, "Advanced",
             "Minutes a finished async job is kept before it is purged."),
     Setting("job.cancel.threshold.minutes", 60, "Advanced",

@@ -81,8 +81,12 @@ class Orchestrator:
         from mgmt.orchestration.reconcile import Reconciler
 
         self.reconciler = Reconciler(self)
+        from mgmt.orchestration.image_status import ImagePoller
+
+        self.image_poller = ImagePoller(self)
         if reconcile:
             self.reconciler.start()
+            self.image_poller.start()
 
     async def close(self) -> None:
         tasks = list(self.background)

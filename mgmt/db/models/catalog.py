@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mgmt.db.models.core import Base, Common, live_unique
+from mgmt.db.types import UTCDateTime
 
 
 class OsCategory(Common, Base):
@@ -156,7 +158,16 @@ class Template(Common, Base):
 
 
 class TemplateZone(Common, Base):
-    """A template in one zone: its download status there (the storage side fills it)."""
+    """A template in one zone: its image on the zone's secondary storage appliance.
+
+    Its ``uuid`` is the image's id in the storage document, so a template copied
+    back into a zone it was deleted from is a new image. The poller
+    (mgmt.orchestration.image_status) fills the status columns from the appliance's
+    report; ``is_ready`` only when the appliance holds the verified image. A row
+    being deleted stays (``deleting``, hidden from listings) until the appliance
+    confirms, so the document can keep naming the image ``absent`` until then.
+    (Revision 0003; the storage columns revision 0010.)
+    """
 
     __tablename__ = "template_zones"
     __table_args__ = (
@@ -167,4 +178,20 @@ class TemplateZone(Common, Base):
     zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
     status: Mapped[str] = mapped_column(String(255), default="Download pending")
     is_ready: Mapped[bool] = mapped_column(Boolean, default=False)
-    size: Mapped[int | None] = mapped_column(BigInteger)  # bytes
+    size: Mapped[int | None] = mapped_column(BigInteger)  # virtual size, bytes
+    physical_size: Mapped[int | None] = mapped_column(BigInteger)  # the file's size
+    #: CloudStack's download state names: NOT_DOWNLOADED, DOWNLOAD_IN_PROGRESS,
+    #: DOWNLOADED, DOWNLOAD_ERROR, NOT_UPLOADED, UPLOAD_IN_PROGRESS, UPLOAD_ERROR,
+    #: ABANDONED.
+    download_state: Mapped[str] = mapped_column(String(32), default="NOT_DOWNLOADED")
+    download_percent: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    #: How the bytes arrive: "download" (the template's URL), "upload" (a browser
+    #: POST) or "copy" (another zone's extract URL, in ``url``).
+    source: Mapped[str] = mapped_column(String(16), default="download")
+    url: Mapped[str | None] = mapped_column(String(4096))  # this zone's URL, else the template's
+    checksum: Mapped[str | None] = mapped_column(String(255))  # declared here, else the template's
+    stored_checksum: Mapped[str | None] = mapped_column(String(255))  # what the appliance verified
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    upload_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
