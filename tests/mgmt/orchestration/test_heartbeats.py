@@ -170,7 +170,8 @@ def _polls(monkeypatch, answering: set[int], generation: int | dict[int, int] = 
         polled.append(router_id)
         if router_id in answering:
             runs = generation.get(router_id, 0) if isinstance(generation, dict) else generation
-            return health.Status(True, runs, doc_hash, converged=True)
+            return health.Status(True, runs, orch.fingerprints.reported(doc_hash),
+                                 converged=True)
         return health.Status(False, error="no answer")
 
     monkeypatch.setattr(reconcile.health, "look", look)
@@ -219,7 +220,8 @@ async def test_drift_a_heartbeat_reports_is_pushed_again(quiet, monkeypatch):
     earlier = utcnow() - timedelta(seconds=1)
     async with orch.db.sessions() as session, session.begin():
         await session.execute(update(Router).where(Router.id.in_(ids)).values(
-            applied_generation=5, applied_hash="cd" * 32, last_seen=earlier))
+            applied_generation=5, applied_hash=orch.fingerprints.reported("cd" * 32),
+            last_seen=earlier))
     for name in ("r-0-VM", "r-1-VM"):  # r-0 runs what the database says, r-1 does not
         generation = 5 if name == "r-0-VM" else 4
         await heartbeats.accept(orch, *_signed(orch.ca, _beat(
