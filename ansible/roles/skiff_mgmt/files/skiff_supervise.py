@@ -135,6 +135,7 @@ class Supervisor:
                     self.signal_child(signal.SIGKILL)
 
     def run(self) -> int:
+        os.umask(0o077)  # as the unit's UMask=: the server's files are root's alone
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
         signal.signal(signal.SIGHUP, self.on_hup)
