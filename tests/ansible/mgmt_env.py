@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs.client import CloudStack
@@ -31,6 +31,8 @@ class Deployment:
     root: Path
     lab: str
     port: int
+    #: Variables every later run of this deployment passes too.
+    extra: dict = field(default_factory=dict)
 
     def vars(self, **extra) -> dict:
         r = self.root
@@ -45,6 +47,7 @@ class Deployment:
             "skiff_wheel_cache": str(r / "wheels"),
             "skiff_api_port": self.port,
             "skiff_test_facts": str(r / "facts.json"),
+            **self.extra,
             **extra,
         }
 

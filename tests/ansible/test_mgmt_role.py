@@ -79,6 +79,20 @@ def test_a_new_port_restarts_the_server_there(deployed):
         requests.get(f"http://127.0.0.1:{old}/client/api", timeout=5)
 
 
+def test_tls_serves_https_with_the_certificate_it_made(deployed):
+    deployed.extra["skiff_api_tls"] = True
+    result = play(deployed)
+    assert result.rc == 0 and result.changed > 0, result.text[-4000:]
+    facts = deployed.facts()
+    assert facts["skiff_api_url"] == f"https://127.0.0.1:{deployed.port}/client/api"
+    assert facts["skiff_api_ca_cert"] == str(deployed.root / "home" / "tls" / "api.crt")
+    assert deployed.api().listZones() == {}  # verified against skiff_api_ca_cert
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{deployed.port}/client/api", timeout=5)
+    again = play(deployed)
+    assert again.rc == 0 and again.changed == 0, again.text
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_the_rendered_unit_passes_systemd_analyze_verify(deployed):
     assert f"ExecStart={deployed.root}/opt/venv/bin/skiff mgmt serve" in deployed.unit.read_text()
