@@ -60,6 +60,11 @@ def test_second_run_changes_nothing(deployed):
     assert again.changed == 0, again.text
 
 
+def test_check_mode_on_the_deployed_machine_reports_no_change(deployed):
+    checked = play(deployed, check=True)
+    assert checked.rc == 0 and checked.changed == 0, checked.text
+
+
 def test_the_supervisor_restarts_a_killed_server(deployed):
     supervisor, server = deployed.pid(), deployed.pid(child=True)
     os.kill(server, signal.SIGKILL)
