@@ -11,11 +11,12 @@ B ?=
 DEB_PACKAGES := nftables dnsmasq-base dnsmasq-utils haproxy strongswan-charon \
 	strongswan-swanctl libcharon-extra-plugins keepalived conntrack conntrackd iproute2 busybox \
 	curl openssl procps psmisc python3-venv postgresql openssh-server util-linux \
-	xvfb x11vnc x11-xserver-utils chromium dosfstools mtools qemu-utils xorriso
+	xvfb x11vnc x11-xserver-utils chromium dosfstools mtools qemu-utils xorriso python3-psycopg2 python3-cryptography
 # One command from each package that must be present (checked before apt runs).
 DEB_COMMANDS := nft dnsmasq dhcp_release haproxy swanctl keepalived conntrack conntrackd ip busybox curl openssl pkill \
 	/usr/lib/postgresql/*/bin/initdb sshd ssh-keygen nsenter Xvfb x11vnc xsetroot chromium mkfs.vfat mcopy \
-	qemu-img xorriso
+	qemu-img xorriso /usr/lib/python3/dist-packages/psycopg2/__init__.py \
+	/usr/lib/python3/dist-packages/cryptography/__init__.py
 # What building the system-VM image needs on top (make image, the image tests).
 IMAGE_DEB_PACKAGES := mmdebstrap qemu-utils syslinux syslinux-common mtools dosfstools fdisk zstd e2fsprogs \
 	qemu-system-x86

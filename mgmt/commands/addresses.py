@@ -13,6 +13,7 @@ from mgmt.commands.rulebase import (
     conflict,
     guest_vm,
     ip_network,
+    lock_public_ip,
     visible_ip,
     visible_network,
 )
@@ -255,6 +256,7 @@ async def enable_static_nat(call, args) -> PlainResult:
         network = await ip_network(session, ip)
         vm, nic = await guest_vm(session, call, args["virtualmachineid"], network,
                                  args["vmguestip"])
+        await lock_public_ip(session, ip)
         if ip.source_nat:
             raise param_error(f"{ip.address} is the network's source NAT address: static NAT "
                               "needs another address")

@@ -1463,6 +1463,16 @@ def images_changed(call, zone_ids) -> None:
         image_status.changed(orch, zone_ids)
 
 
+#: What a template (not an ISO) declares about its disk, registered or uploaded.
+TEMPLATE_DISK = (
+    Param("format", required=True, choices=FORMATS),
+    Param("hypervisor", required=True, choices=HYPERVISORS),
+    Param("passwordenabled", "boolean"),
+    Param("requireshvm", "boolean", description="default true"),
+    Param("sshkeyenabled", "boolean"),
+    Param("isdynamicallyscalable", "boolean"),
+)
+
 REGISTER_COMMON = (
     Param("name", required=True),
     Param("displaytext", length=4096, description="description (default: the name)"),
@@ -1501,12 +1511,7 @@ LIST_COMMON = (
     description="Registers a template from a URL (downloaded by the zone's image store)",
     params=[
         *REGISTER_COMMON,
-        Param("format", required=True, choices=FORMATS),
-        Param("hypervisor", required=True, choices=HYPERVISORS),
-        Param("passwordenabled", "boolean"),
-        Param("requireshvm", "boolean", description="default true"),
-        Param("sshkeyenabled", "boolean"),
-        Param("isdynamicallyscalable", "boolean"),
+        *TEMPLATE_DISK,
     ],
     list_key="template",
     since="1.0.0",

@@ -28,10 +28,9 @@ from mgmt.api.envelope import ObjectResult
 from mgmt.api.errors import ApiError, param_error
 from mgmt.api.registry import Param, command
 from mgmt.commands.catalog import (
-    FORMATS,
-    HYPERVISORS,
     ISO,
     TEMPLATE,
+    TEMPLATE_DISK,
     Kind,
     images_changed,
     names_for,
@@ -198,12 +197,7 @@ UPLOAD_COMMON = (
     "to the zone's storage appliance (postURL, metadata, expires, signature)",
     params=[
         *UPLOAD_COMMON,
-        Param("format", required=True, choices=FORMATS),
-        Param("hypervisor", required=True, choices=HYPERVISORS),
-        Param("passwordenabled", "boolean"),
-        Param("requireshvm", "boolean", description="default true"),
-        Param("sshkeyenabled", "boolean"),
-        Param("isdynamicallyscalable", "boolean"),
+        *TEMPLATE_DISK,
         Param("bootable", "boolean"),
     ],
     response="getuploadparams",

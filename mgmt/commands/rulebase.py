@@ -19,6 +19,7 @@ from mgmt.db.models.compute import Nic, VmInstance
 from mgmt.db.models.infra import PublicIp
 from mgmt.db.models.networks import Network
 from mgmt.db.models.rules import FirewallRule
+from mgmt.db.rowlocks import lock_rows
 from mgmt.db.tenancy import owned_by
 
 RULE_CONFLICT = 537
@@ -132,7 +133,11 @@ def _range(rule: FirewallRule) -> tuple[int, int] | None:
 
 
 async def check_conflicts(session, ip: PublicIp, new: FirewallRule) -> None:
-    """CloudStack's detectRulesConflict for a rule about to be added on ``ip``."""
+    """CloudStack's detectRulesConflict for a rule about to be added on ``ip``.
+
+    Holds ``ip`` (mgmt.db.rowlocks) until the caller's transaction ends, so no other
+    server checks a clashing rule against the same rules before this one is added."""
+    await lock_public_ip(session, ip)
     if new.purpose in ("PortForwarding", "LoadBalancing") and ip.static_nat_vm_id:
         raise conflict(f"public IP {ip.address} has static NAT enabled: it cannot also "
                        "carry port forwarding or load balancing rules")
@@ -162,6 +167,13 @@ async def check_conflicts(session, ip: PublicIp, new: FirewallRule) -> None:
             raise conflict(f"public ports {_text(mine)} ({new.protocol}) of {ip.address} "
                            f"overlap {rule.purpose} rule {rule.uuid} "
                            f"({rule.protocol} {_text(theirs)})")
+
+
+async def lock_public_ip(session, ip: PublicIp) -> None:
+    """Hold ``ip`` against other servers' rule and static NAT changes until the
+    transaction ends, and read it again (another may have changed it meanwhile)."""
+    await lock_rows(session, PublicIp, PublicIp.id == ip.id)
+    await session.refresh(ip)
 
 
 def _text(ports: tuple[int, int] | None) -> str:

@@ -34,13 +34,14 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mgmt.api.errors import ApiError, param_error
 from mgmt.db.models import Zone
 from mgmt.db.models.compute import VmInstance
 from mgmt.db.models.infra import Cluster, Host, Pod
+from mgmt.db.rowlocks import lock_rows
 from mgmt.db.settings import get_setting
 
 log = logging.getLogger(__name__)
@@ -333,13 +334,7 @@ async def lock_host(session: AsyncSession, host_id: int) -> None:
 
 
 async def _lock_hosts(session: AsyncSession, hosts: tuple) -> None:
-    if session.bind.dialect.name == "postgresql":
-        await session.execute(select(Host.id).where(*hosts).order_by(Host.id).with_for_update())
-    else:
-        await session.execute(
-            update(Host).where(*hosts).values(last_seen=Host.last_seen),
-            execution_options={"synchronize_session": False},
-        )
+    await lock_rows(session, Host, *hosts)
 
 
 def _positive(name: str, value: int) -> int:

@@ -95,7 +95,8 @@ async def look(orch, router_id: int) -> Status:
     if not reply.ok or not isinstance(reply.body, dict):
         return Status(False, error=f"HTTP {reply.status}: {str(reply.body)[:300]}")
     body = reply.body
-    found = Status(True, body.get("applied_generation"), body.get("document_hash"),
+    found = Status(True, body.get("applied_generation"),
+                   orch.fingerprints.reported(body.get("document_hash")),
                    bool(body.get("converged")), checks=checks_from(body, expected))
     async with orch.db.sessions() as session:
         router = await session.get_one(Router, router_id)

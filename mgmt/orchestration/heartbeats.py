@@ -27,6 +27,7 @@ from appliances.common import heartbeat as wire
 from mgmt.db.models.compute import Router, VmInstance
 from mgmt.db.types import utcnow
 from mgmt.orchestration import health
+from mgmt.orchestration.fingerprints import Fingerprints
 
 log = logging.getLogger("skiff.heartbeat")
 
@@ -49,7 +50,7 @@ async def accept(orch, body: bytes, headers: Mapping[str, str]) -> wire.Heartbea
         if row is None:
             raise wire.Rejected(403, f"{beat.appliance_id} is not a router of this cloud")
         router, _vm = row
-        values = _values(router, beat)
+        values = _values(router, beat, orch.fingerprints)
         done = await session.execute(
             update(Router).where(Router.id == router.id, or_(
                 Router.heartbeat_seq.is_(None), Router.heartbeat_seq < beat.sequence))
@@ -61,7 +62,7 @@ async def accept(orch, body: bytes, headers: Mapping[str, str]) -> wire.Heartbea
     return beat
 
 
-def _values(router: Router, beat: wire.Heartbeat) -> dict:
+def _values(router: Router, beat: wire.Heartbeat, fingerprints: Fingerprints) -> dict:
     """The router row's columns after beat (see the module docstring)."""
     status = {"version": beat.version, "uptime_s": beat.uptime_s,
               "applied_generation": beat.applied_generation, "converged": beat.converged,
@@ -79,7 +80,8 @@ def _values(router: Router, beat: wire.Heartbeat) -> dict:
     values = {
         "last_heartbeat": utcnow(), "heartbeat_seq": beat.sequence,
         "heartbeat_interval": beat.interval, "heartbeat_generation": beat.applied_generation,
-        "heartbeat_hash": beat.document_hash, "heartbeat_converged": beat.converged,
+        "heartbeat_hash": fingerprints.reported(beat.document_hash),
+        "heartbeat_converged": beat.converged,
         "heartbeat_error": beat.last_error, "version": beat.version[:64],
         "health": json.dumps(fresh + kept),
     }

@@ -23,6 +23,7 @@ from mgmt.db.models.compute import Nic, Router, VmInstance
 from mgmt.db.models.infra import Host
 from mgmt.db.sealing import NoKey, Sealer, load_sealer
 from mgmt.db.settings import get_setting
+from mgmt.orchestration.fingerprints import Fingerprints
 from mgmt.orchestration.hosts.driver import HeartbeatSink, HostDriver, HostError, HostFacts
 from mgmt.orchestration.locks import RouterLocks
 from mgmt.orchestration.pki import ApplianceCA
@@ -63,6 +64,8 @@ class Orchestrator:
         self.events = events
         self.locks = RouterLocks(db, owner)
         self.ca: ApplianceCA | None = None
+        #: Keys the document hashes rows keep; replaced by the CA's at start.
+        self.fingerprints = Fingerprints(b"")
         #: Seals VPN secrets in the database and opens them for router documents.
         self.sealer: Sealer | NoKey = NoKey()
         self._ssl: ssl.SSLContext | None = None
@@ -78,6 +81,7 @@ class Orchestrator:
         self.ca = await ApplianceCA.load(self.db, self.home)
         self.sealer = await load_sealer(self.db)
         self._ssl = self.ca.client_context()
+        self.fingerprints = Fingerprints(self.ca.fingerprint_secret())
         from mgmt.orchestration.reconcile import Reconciler
 
         self.reconciler = Reconciler(self)

@@ -82,6 +82,12 @@ class ApplianceCA:
         alphabet = string.ascii_letters + string.digits
         return "".join(alphabet[b % len(alphabet)] for b in digest[:length])
 
+    def fingerprint_secret(self) -> bytes:
+        """The secret mgmt.orchestration.fingerprints keys document hashes with: from
+        the CA's private key, so every server of the database has the same."""
+        secret = certs.key_pem(self.key)  # type: ignore[arg-type]
+        return hmac.new(secret, b"document fingerprints", hashlib.sha256).digest()
+
     def _write_client(self) -> None:
         private_dir(self.client_dir)
         name = f"skiff-mgmt-{socket.gethostname()}"

@@ -45,11 +45,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from mgmt.db.models.compute import Router, VmInstance
+from mgmt.db.models.core import Event
 from mgmt.db.models.infra import Host
+from mgmt.db.rowlocks import lock_rows
 from mgmt.db.settings import get_setting
 from mgmt.db.types import utcnow
 from mgmt.orchestration import health, heartbeats, routers, sync, systemvms
 from mgmt.orchestration.locks import LockTimeout
+
+STALE_EVENT = "ROUTER.HEARTBEAT.STALE"
 
 log = logging.getLogger("skiff.reconcile")
 PARALLEL_LOOKS = 16
@@ -250,16 +254,28 @@ class Reconciler:
         return (status.generation, status.document_hash) != expected or not status.converged
 
     async def _stale(self, router_id: int) -> None:
+        """Log it, and record the event once per silence: every server's loop sees the
+        same stale heartbeat, so the event is added under the router's row lock only
+        if no server has recorded this one yet."""
         async with self.orch.db.sessions() as session:
+            await lock_rows(session, Router, Router.id == router_id)
             router = await session.get(Router, router_id)
             vm = await session.get(VmInstance, router.vm_id) if router else None
-            last = router.last_heartbeat if router else None
-        name = vm.name if vm else f"router {router_id}"
-        log.warning("router %s: no heartbeat since %s; polling it", name, last)
-        await self.orch.record_event(
-            "ROUTER.HEARTBEAT.STALE", f"router {name} sent no heartbeat since "
-            f"{last.isoformat() if last else 'ever'}; its agent is polled instead",
-            vm.account_id if vm else None, vm.domain_id if vm else None, level="WARN")
+            if router is None or vm is None:
+                return
+            last = router.last_heartbeat
+            log.warning("router %s: no heartbeat since %s; polling it", vm.name, last)
+            description = (f"router {vm.name} sent no heartbeat since "
+                           f"{last.isoformat() if last else 'ever'}; its agent is polled instead")
+            recorded = await session.scalar(select(Event.id).where(
+                Event.type == STALE_EVENT, Event.resource_uuid == vm.uuid,
+                Event.description == description).limit(1))
+            if recorded is None:
+                session.add(Event(type=STALE_EVENT, level="WARN", description=description,
+                                  state="Completed", account_id=vm.account_id,
+                                  domain_id=vm.domain_id, resource_type="DomainRouter",
+                                  resource_uuid=vm.uuid))
+            await session.commit()
 
     async def _recreate(self, router_id: int) -> bool:
         """Recreate a dead router unless another server did (or is doing) it."""

@@ -15,7 +15,6 @@ again) and the job fails with the router's own words.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -64,12 +63,6 @@ class RouterUnreachable(Exception):
     """The router did not answer (not running, no route, TLS failure, timeout)."""
 
 
-def digest(data: dict[str, Any]) -> str:
-    body = {k: v for k, v in data.items() if k != "generation"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
-                          .encode()).hexdigest()
-
-
 def _error_text(body: Any) -> str:
     if isinstance(body, dict):
         errors = body.get("errors") or body.get("error") or body
@@ -90,7 +83,7 @@ async def converge(orch, router_id: int, include: Include = None, *, force: bool
             host = await session.get_one(Host, vm.host_id)
             data = documents.build(inputs, include)
             pending = dict(inputs.pending)
-            doc_hash = digest(data)
+            doc_hash = orch.fingerprints.document(data)
             if doc_hash == router.doc_hash and router.applied_hash and not force:
                 await _settle(orch, pending)
                 return router.applied_generation
@@ -112,7 +105,7 @@ async def converge(orch, router_id: int, include: Include = None, *, force: bool
             await _record(orch, router_id, generation, error=text)
             raise RouterRefused(f"router {vm.name} refused the change: {text}")
         await _record(orch, router_id, generation, doc_hash=doc_hash,
-                      body_hash=hashlib.sha256(body).hexdigest())
+                      body_hash=orch.fingerprints.sent(body))
         await _settle(orch, pending)
         return generation
 
@@ -120,7 +113,8 @@ async def converge(orch, router_id: int, include: Include = None, *, force: bool
 async def _record(orch, router_id: int, generation: int, *, doc_hash: str | None = None,
                   body_hash: str | None = None, error: str | None = None) -> None:
     """``doc_hash``: the content (without generation), to skip a push that changes
-    nothing; ``body_hash``: sha256 of the bytes sent, what the agent reports back."""
+    nothing; ``body_hash``: what the agent reports back once it applied the bytes sent
+(both keyed: mgmt.orchestration.fingerprints)."""
     values: dict[str, Any] = {"generation": generation}
     if doc_hash is not None:
         values.update(applied_generation=generation, applied_hash=body_hash,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import json
 import logging
@@ -42,7 +41,6 @@ from mgmt.orchestration import addresses, allocator, health
 from mgmt.orchestration.hosts.driver import PUBLIC_VNI, HostError, NicPlan, RouterPlan
 from mgmt.orchestration.locks import LockTimeout
 from mgmt.orchestration.placement import free_control_ip, new_mac
-from mgmt.orchestration.sync import digest
 from mgmt.orchestration.systemvm_documents import DOCUMENTS, DocumentInputs
 
 log = logging.getLogger("skiff.systemvms")
@@ -417,7 +415,7 @@ async def push(orch, svm_id: int, *, force: bool = False) -> int:
                 orch, session, zone, vm, svm, ip.address if ip else None, orch.driver(host)
             )
         )
-        doc_hash = digest(data)
+        doc_hash = orch.fingerprints.document(data)
         if doc_hash == svm.doc_hash and svm.applied_hash and not force:
             return svm.applied_generation
         generation = max(svm.generation, svm.applied_generation) + 1
@@ -438,7 +436,7 @@ async def push(orch, svm_id: int, *, force: bool = False) -> int:
         svm_id,
         generation=generation,
         applied_generation=generation,
-        applied_hash=hashlib.sha256(body).hexdigest(),
+        applied_hash=orch.fingerprints.sent(body),
         doc_hash=doc_hash,
         last_seen=utcnow(),
         last_error=None,
@@ -470,7 +468,7 @@ async def look(orch, svm_id: int) -> health.Status:
     found = health.Status(
         True,
         body.get("applied_generation"),
-        body.get("document_hash"),
+        orch.fingerprints.reported(body.get("document_hash")),
         bool(body.get("converged")),
         checks=health.checks_from(body, expected),
     )

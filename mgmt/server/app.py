@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ class Settings:
     api_limit: int = 500
     api_interval: float = 1.0
     session_timeout: float = 1800.0
+    tls_cert: Path | None = None  # both set: the API (not the integration port) is HTTPS
+    tls_key: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The API's server-side TLS context, or None for plain HTTP."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
 
 class ManagementServer:
@@ -96,7 +108,14 @@ class ManagementServer:
         )
 
     async def listen(self) -> list[str]:
-        urls = [await self._site(self.dispatcher(), self.settings.host, self.settings.port)]
+        urls = [
+            await self._site(
+                self.dispatcher(),
+                self.settings.host,
+                self.settings.port,
+                self.settings.ssl_context(),
+            )
+        ]
         if self.settings.integration_port:
             # CloudStack's unauthenticated port: root admin for anyone who can connect,
             # so loopback only, and only when asked for.
@@ -110,14 +129,17 @@ class ManagementServer:
             )
         return urls
 
-    async def _site(self, dispatcher: Dispatcher, host: str, port: int) -> str:
+    async def _site(
+        self, dispatcher: Dispatcher, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> str:
         runner = web.AppRunner(build_app(dispatcher), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         self._runners.append(runner)
         bound = runner.addresses[0] if runner.addresses else (host, port)
-        return f"http://{bound[0]}:{bound[1]}/client/api"
+        scheme = "https" if tls is not None else "http"
+        return f"{scheme}://{bound[0]}:{bound[1]}/client/api"
 
     async def close(self) -> None:
         for runner in self._runners:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,10 +27,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         "API keys go to HOME/admin.json, readable by root only).",
     )
     _home(s)
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     s.add_argument(
-        "--db", help="database URL, e.g. postgresql://user@host/db (default: SQLite in HOME)"
+        "--host",
+        default=_env("SKIFF_MGMT_HOST", "127.0.0.1"),
+        help="address to listen on (default: $SKIFF_MGMT_HOST, else 127.0.0.1)",
+    )
+    s.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("SKIFF_MGMT_PORT", "8080")),
+        help="port (default: $SKIFF_MGMT_PORT, else 8080)",
+    )
+    s.add_argument(
+        "--db",
+        default=_env("SKIFF_DB_URL"),
+        help="database URL, e.g. postgresql://user@host/db (default: $SKIFF_DB_URL, "
+        "else SQLite in HOME)",
+    )
+    s.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env("SKIFF_TLS_CERT"),
+        metavar="PEM",
+        help="serve the API over HTTPS with this certificate (chain) file "
+        "(default: $SKIFF_TLS_CERT); needs --tls-key",
+    )
+    s.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_env("SKIFF_TLS_KEY"),
+        metavar="PEM",
+        help="the certificate's private key (default: $SKIFF_TLS_KEY)",
     )
     s.add_argument(
         "--integration-port",
@@ -47,8 +75,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(creating the database and admin first if needed).",
     )
     _home(k)
-    k.add_argument("--db", help="database URL (default: SQLite in HOME)")
+    k.add_argument(
+        "--db", default=_env("SKIFF_DB_URL"),
+        help="database URL (default: $SKIFF_DB_URL, else SQLite in HOME)",
+    )
     k.set_defaults(func=_keys)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    """A default from the environment (a service's EnvironmentFile); unset or empty: default."""
+    return os.environ.get(name) or default
 
 
 def _home(p: argparse.ArgumentParser) -> None:
@@ -62,7 +98,13 @@ def _settings(args):
         home=(args.home or default_home()).resolve(),
         db=args.db,
         **(
-            {"host": args.host, "port": args.port, "integration_port": args.integration_port}
+            {
+                "host": args.host,
+                "port": args.port,
+                "integration_port": args.integration_port,
+                "tls_cert": args.tls_cert,
+                "tls_key": args.tls_key,
+            }
             if hasattr(args, "port")
             else {}
         ),
@@ -71,6 +113,9 @@ def _settings(args):
 
 def _serve(args: argparse.Namespace) -> int:
     from mgmt.server.app import serve
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("skiff mgmt serve: --tls-cert and --tls-key go together")
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

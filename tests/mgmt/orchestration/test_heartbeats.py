@@ -170,7 +170,8 @@ def _polls(monkeypatch, answering: set[int], generation: int | dict[int, int] = 
         polled.append(router_id)
         if router_id in answering:
             runs = generation.get(router_id, 0) if isinstance(generation, dict) else generation
-            return health.Status(True, runs, doc_hash, converged=True)
+            return health.Status(True, runs, orch.fingerprints.reported(doc_hash),
+                                 converged=True)
         return health.Status(False, error="no answer")
 
     monkeypatch.setattr(reconcile.health, "look", look)
@@ -183,9 +184,11 @@ async def test_a_fresh_heartbeat_stands_in_for_a_poll_and_a_stale_one_does_not(
     polled = _polls(monkeypatch, answering={ids[1], ids[2]})
     await heartbeats.accept(orch, *_signed(orch.ca, _beat("r-0-VM")))
     loop = reconcile.Reconciler(orch)
+    other_server = reconcile.Reconciler(orch)  # another server's loop on the database
     first = await loop.pass_once()
     assert first.heard == [ids[0]] and sorted(polled) == [ids[1], ids[2]]
     assert first.silent == [] and loop.failures == {}
+    assert (await other_server.pass_once()).heard == [ids[0]]
 
     # Its heartbeats stop: once stale (3 of its intervals), it is polled, and a failed
     # poll is a miss.
@@ -196,10 +199,11 @@ async def test_a_fresh_heartbeat_stands_in_for_a_poll_and_a_stale_one_does_not(
     second = await loop.pass_once()
     assert second.heard == [] and second.stale == [ids[0]]
     assert sorted(polled) == ids and loop.failures == {ids[0]: 1}
+    assert (await other_server.pass_once()).stale == [ids[0]]  # it sees it too...
     async with orch.db.sessions() as session:
         events = (await session.scalars(select(Event.description).where(
             Event.type == "ROUTER.HEARTBEAT.STALE"))).all()
-    assert len(events) == 1 and "r-0-VM" in events[0]
+    assert len(events) == 1 and "r-0-VM" in events[0]  # ...but it is recorded once
     third = await loop.pass_once()
     assert third.stale == [] and third.silent == [ids[0]]  # reported stale once
 
@@ -219,7 +223,8 @@ async def test_drift_a_heartbeat_reports_is_pushed_again(quiet, monkeypatch):
     earlier = utcnow() - timedelta(seconds=1)
     async with orch.db.sessions() as session, session.begin():
         await session.execute(update(Router).where(Router.id.in_(ids)).values(
-            applied_generation=5, applied_hash="cd" * 32, last_seen=earlier))
+            applied_generation=5, applied_hash=orch.fingerprints.reported("cd" * 32),
+            last_seen=earlier))
     for name in ("r-0-VM", "r-1-VM"):  # r-0 runs what the database says, r-1 does not
         generation = 5 if name == "r-0-VM" else 4
         await heartbeats.accept(orch, *_signed(orch.ca, _beat(

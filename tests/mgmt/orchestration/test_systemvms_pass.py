@@ -15,20 +15,13 @@ from appliances.storage.document import StorageDocument
 from mgmt.db.bootstrap import bootstrap
 from mgmt.db.models import Account, Event, Zone
 from mgmt.db.models.compute import VmInstance
-from mgmt.db.models.infra import (
-    Cluster,
-    Host,
-    PhysicalNetwork,
-    Pod,
-    PublicIp,
-    TrafficType,
-    VlanIpRange,
-)
+from mgmt.db.models.infra import Host, PhysicalNetwork, TrafficType
 from mgmt.db.models.systemvms import SystemVm
 from mgmt.orchestration import health, systemvm_keys, systemvms
 from mgmt.orchestration.hosts.driver import HostHealth
 from mgmt.orchestration.orchestrator import Orchestrator
 from mgmt.orchestration.systemvm_documents import DOCUMENTS, DocumentInputs
+from tests.mgmt.zonerows import zone_rows
 
 
 class FakeHost:
@@ -53,44 +46,11 @@ async def _world(db, home, *, ready: bool = False):
     await bootstrap(db, home)
     async with db.sessions() as session:
         admin = await session.scalar(select(Account).where(Account.name == "admin"))
-        zone = Zone(name="z", allocation_state="Enabled")
-        session.add(zone)
-        await session.flush()
-        pod = Pod(name="p", zone_id=zone.id, gateway="172.31.0.1", netmask="255.255.255.0")
-        session.add(pod)
-        await session.flush()
-        cluster = Cluster(name="c", zone_id=zone.id, pod_id=pod.id, hypervisor="Netns")
-        session.add(cluster)
-        await session.flush()
-        host = Host(
-            name="h",
-            zone_id=zone.id,
-            pod_id=pod.id,
-            cluster_id=cluster.id,
-            url="netns://h",
-            hypervisor="Netns",
-            ip_address="127.0.0.1",
-        )
-        rng = VlanIpRange(
-            zone_id=zone.id,
-            gateway="203.0.113.1",
-            netmask="255.255.255.0",
-            start_ip="203.0.113.10",
-            end_ip="203.0.113.11",
-        )
-        session.add_all([host, rng])
-        await session.flush()
-        ips = [
-            PublicIp(
-                address=f"203.0.113.{10 + k}",
-                zone_id=zone.id,
-                vlan_range_id=rng.id,
-                state="Allocated",
-            )
-            for k in range(2)
-        ]
+        rows = await zone_rows(session, zone=Zone(name="z", allocation_state="Enabled"),
+                               host_name="h", host_url="netns://h", first_ip="203.0.113.10")
+        zone, host, ips = rows.zone, rows.host, rows.ips
         phys = PhysicalNetwork(name="pn", zone_id=zone.id, state="Enabled" if ready else "Disabled")
-        session.add_all([*ips, phys])
+        session.add(phys)
         await session.flush()
         session.add(TrafficType(physical_network_id=phys.id, traffic_type="Public"))
         ids = {}

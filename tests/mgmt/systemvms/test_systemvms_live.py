@@ -16,11 +16,12 @@ from sqlalchemy import select
 from appliances.common import console_token
 from mgmt.db.models import Account, Zone
 from mgmt.db.models.compute import Nic, VmInstance
-from mgmt.db.models.infra import Cluster, Host, Pod, PublicIp, VlanIpRange
+from mgmt.db.models.infra import Host, PublicIp
 from mgmt.db.models.systemvms import SystemVm, VmConsole
 from mgmt.db.sealing import VNC_PASSWORD as VNC_SEAL
 from mgmt.db.sealing import is_sealed
 from mgmt.orchestration import systemvm_keys, systemvms
+from tests.mgmt.zonerows import zone_rows
 
 VNC_PORT, VNC_PASSWORD = 5907, "pw-12345"
 
@@ -136,44 +137,10 @@ async def world(live, monkeypatch) -> World:
         owner = await session.scalar(select(Account).where(Account.name == "alice"))
         # Enabled, with a host and a public range, but no physical network carrying
         # Public traffic: the server starts no system VMs of its own here.
-        zone = Zone(name="zc", allocation_state="Enabled", dns1="203.0.113.1")
-        session.add(zone)
-        await session.flush()
-        pod = Pod(name="p", zone_id=zone.id, gateway="172.31.0.1", netmask="255.255.255.0")
-        session.add(pod)
-        await session.flush()
-        cluster = Cluster(name="c", zone_id=zone.id, pod_id=pod.id, hypervisor="Netns")
-        session.add(cluster)
-        await session.flush()
-        host = Host(
-            name="consolehost",
-            zone_id=zone.id,
-            pod_id=pod.id,
-            cluster_id=cluster.id,
-            url="netns://svmt",
-            hypervisor="Netns",
-            ip_address="127.0.0.1",
-        )
-        rng = VlanIpRange(
-            zone_id=zone.id,
-            gateway="203.0.113.1",
-            netmask="255.255.255.0",
-            start_ip="203.0.113.40",
-            end_ip="203.0.113.41",
-        )
-        session.add_all([host, rng])
-        await session.flush()
-        ips = [
-            PublicIp(
-                address=f"203.0.113.{40 + k}",
-                zone_id=zone.id,
-                vlan_range_id=rng.id,
-                state="Allocated",
-            )
-            for k in range(2)
-        ]
-        session.add_all(ips)
-        await session.flush()
+        rows = await zone_rows(
+            session, zone=Zone(name="zc", allocation_state="Enabled", dns1="203.0.113.1"),
+            host_name="consolehost", host_url="netns://svmt", first_ip="203.0.113.40")
+        zone, host, ips = rows.zone, rows.host, rows.ips
         proxy = await _system_vm(
             session, zone, host, root, "console", 1, ips[0], active_sessions=3, version="9.9"
         )
