@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,8 @@ def inventory(
             "IdentitiesOnly=yes",
         ]
     )
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    # Debian's Python on this machine: the roles' modules use python3-apt from there
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
     members: dict[str, Any] = {"localhost": {}} if local_host else {}
     for h in hosts:
         home = Path(h.state_dir).parent
