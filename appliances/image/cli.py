@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_build)
     v = isub.add_parser("verify", help="check a build's manifest and hashes against the recipe")
     _common(v)
+    v.add_argument("--same-inputs", action="store_true",
+                   help="also require the recipe and overlay to be those the build "
+                   "recorded (a build now would be the same: tools skip it then)")
     v.set_defaults(func=_verify)
     s = isub.add_parser("show", help="print the last build's artifacts as JSON")
     _common(s)
@@ -70,11 +73,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from appliances.image.manifest import verify
+    from appliances.image.manifest import inputs_changed, verify
     from appliances.image.recipe import RecipeError, load
 
     try:
         problems = verify(args.out, load(args.recipe))
+        if args.same_inputs:
+            problems += inputs_changed(args.out, args.recipe)
     except RecipeError as exc:
         print(f"skiff image verify: {exc}", file=sys.stderr)
         return 1

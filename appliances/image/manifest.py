@@ -108,3 +108,21 @@ def verify(out_dir: Path, recipe: Recipe) -> list[str]:
             if not target.exists() or _hash(target, hashlib.sha512()) != digest:
                 problems.append(f"sha512sum.txt: {name} does not match")
     return problems
+
+
+def inputs_changed(out_dir: Path, recipe_path: Path) -> list[str]:
+    """What differs between the inputs a build in out_dir recorded and the recipe and
+    overlay now (an empty list: a build now would have the same recipe and overlay).
+    Used to skip a build whose output exists (``skiff image verify --same-inputs``)."""
+    from appliances.image.recipe import OVERLAY, tree_hash
+
+    try:
+        inputs = json.loads((Path(out_dir) / "manifest.json").read_text())["inputs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"no readable inputs in {out_dir}/manifest.json: {exc}"]
+    changed = []
+    if inputs.get("recipe_sha256") != hashlib.sha256(Path(recipe_path).read_bytes()).hexdigest():
+        changed.append(f"the recipe {recipe_path} changed since the build")
+    if inputs.get("overlay_sha256") != tree_hash(OVERLAY):
+        changed.append(f"the overlay {OVERLAY} changed since the build")
+    return changed

@@ -87,6 +87,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=_down)
 
+    p = cmds.add_parser("remote-hosts", help="start lab remote hosts (namespaces running sshd) "
+                        "and write an Ansible inventory of them",
+                        description="Prepare the lab's local fabric (netns://NAME), start "
+                        "remote hosts host1..hostN: namespaces skf-NAME-hostK on the lab's "
+                        "underlay, each running its own sshd that accepts the lab's key for "
+                        "root, and print (or write) an inventory of this machine and them "
+                        "for ansible/lab.yml (ansible/inventories/two-hosts/hosts.yml is one "
+                        "of that shape). Hosts that run already are kept. skiff lab down "
+                        "removes them with the rest of the lab.")
+    _common(p)
+    p.add_argument("--count", type=int, default=2, help="how many hosts (default 2)")
+    p.add_argument("--inventory", type=Path, metavar="FILE",
+                   help="write the inventory there (else it is printed)")
+    p.add_argument("--no-local-host", action="store_true",
+                   help="leave this machine's netns://NAME host out of group skiff_hosts")
+    p.set_defaults(func=_remote_hosts)
+
     p = cmds.add_parser("status", help="print the lab description and what is alive",
                         description="Print the saved description with the liveness of "
                         "namespaces, processes and the agent. Exit code 0 when all is alive.")
@@ -179,6 +196,30 @@ def _down(args: argparse.Namespace) -> int:
         asyncio.run(_lab(args).down())
     except (LabError, netns.CommandError) as exc:
         return _fail(exc)
+    return 0
+
+
+def _remote_hosts(args: argparse.Namespace) -> int:
+    from appliances.lab import inventory
+    from appliances.lab.remote_hosts import RemoteHostError
+    from mgmt.orchestration.hosts.driver import HostError
+
+    if not 1 <= args.count <= names.MAX_REMOTE_HOSTS:
+        return _fail(f"--count is 1..{names.MAX_REMOTE_HOSTS}")
+    try:
+        check_root()
+        hosts = asyncio.run(inventory.bring_up(args.name, args.count, args.state_dir))
+    except (LabError, RemoteHostError, HostError, netns.CommandError, ValueError) as exc:
+        return _fail(exc)
+    known = inventory.known_hosts(hosts, Path(hosts[0].key_path).parent / "known_hosts")
+    data = inventory.inventory(args.name, hosts, known, local_host=not args.no_local_host)
+    for h in hosts:
+        _progress(f"{h.name}: ssh {h.username}@{h.address} (namespace {h.namespace})")
+    if args.inventory:
+        inventory.write_inventory(data, args.inventory)
+        _progress(f"inventory: {args.inventory}")
+    else:
+        print(json.dumps(data, indent=2))
     return 0
 
 

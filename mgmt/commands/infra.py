@@ -538,15 +538,27 @@ def _cpu_mhz() -> int:
 
 
 async def _prepare_ssh_host(args, address: str) -> tuple[str, tuple[int, int, int]]:
-    """Pin the SSH host key the host presents now, then prepare it through its driver
-    (bridges, control network) and read its capacity. A host that cannot be reached
-    or prepared is not added; the error says why."""
+    """Pin the SSH host key the URL names (``hostkey=``), else the one the host presents
+    now, then prepare it through its driver (bridges, control network) and read its
+    capacity: the driver's connection refuses a host presenting another key than the
+    pinned one. A host that cannot be reached or prepared is not added; the error says
+    why."""
     from mgmt.orchestration.hosts.driver import HostError
-    from mgmt.orchestration.hosts.ssh import SshHostDriver, fetch_host_key, parse_ssh_url
+    from mgmt.orchestration.hosts.ssh import (
+        SshHostDriver,
+        fetch_host_key,
+        host_key_text,
+        parse_host_key,
+        parse_ssh_url,
+    )
 
     try:
         url = parse_ssh_url(args["url"])
-        host_key = await fetch_host_key(url.address, url.port)
+        given = url.options.get("hostkey")
+        if given:
+            host_key = host_key_text(parse_host_key(given))
+        else:
+            host_key = await fetch_host_key(url.address, url.port)
         probe = Host(name=address, url=args["url"], hypervisor=args["hypervisor"],
                      username=args["username"], password=args["password"], host_key=host_key)
         driver = SshHostDriver.for_host(probe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import asyncssh
 import pytest
@@ -63,3 +64,39 @@ def test_for_host_of_a_lab_remote_host():
     assert d.runtime.prefix == "skf-t1-host1-"
     with pytest.raises(HostError, match="prefix starts with skf-t1-"):
         SshHostDriver.for_host(row(url.replace("prefix=skf-t1-", "prefix=skf-other-")))
+
+
+def test_a_keyfile_in_the_url_wins_over_the_rows_password():
+    """Ansible's cs_host must send a password; the URL's key is still what logs in."""
+    d = SshHostDriver.for_host(row("ssh://kvm2/?keyfile=/etc/skiff/id", username="root",
+                                   password="unused"))
+    assert (d.x.password, d.x.key_path) == (None, "/etc/skiff/id")
+
+
+def test_hostkey_is_an_url_option():
+    encoded = quote(PIN, safe="")
+    u = parse_ssh_url(f"ssh://kvm2/?keyfile=/k&hostkey={encoded}")
+    assert u.options["hostkey"] == PIN
+    assert SshHostDriver.for_host(row(f"ssh://kvm2/?keyfile=/k&hostkey={encoded}")).x.pinned
+
+
+async def test_add_host_refuses_a_host_presenting_another_key_than_hostkey(tmp_path):
+    """addHost with hostkey= pins that key: a host presenting another is not added."""
+    from test_ssh_executor import Stand
+
+    from mgmt.api.errors import ApiError
+    from mgmt.commands.infra import _prepare_ssh_host
+
+    stand = Stand(tmp_path)
+    await stand.start()
+    try:
+        url = (f"ssh://root@127.0.0.1:{stand.port}/?keyfile={stand.key_path}"
+               f"&hostkey={quote(PIN, safe='')}")
+        args = {"url": url, "hypervisor": "KVM", "username": "root", "password": "unused"}
+        with pytest.raises(ApiError, match="host key mismatch") as err:
+            await _prepare_ssh_host(args, "127.0.0.1")
+        assert err.value.code == 530
+        assert stand.connections  # it did connect, and refused the key it was shown
+    finally:
+        stand.server.close()
+        await stand.server.wait_closed()

@@ -21,10 +21,15 @@ are polled instead of heard).
 
 A host row's URL says how to reach it (``for_host``)::
 
-    ssh://[user@]address[:port][/?keyfile=..&statedir=..&prefix=..&lab=..]
+    ssh://[user@]address[:port][/?keyfile=..&statedir=..&prefix=..&lab=..&hostkey=..]
 
-with the password of the row, else the private key ``keyfile`` (or
-$SKIFF_SSH_KEY), and the host key pinned at addHost. ``lab=<name>`` marks a lab
+with the private key ``keyfile`` when the URL names one, else the password of the
+row, else the key $SKIFF_SSH_KEY (so a client that must send a password, as
+Ansible's cs_host does, still logs in with the key the URL names). The host key is
+pinned at addHost: ``hostkey=<type> <base64>`` (URL-encoded) is the key to pin,
+read beforehand over a connection the operator trusts (the skiff_host role reads
+it over Ansible's), and addHost refuses a host presenting another one; without it
+addHost pins the key the host presents on first use. ``lab=<name>`` marks a lab
 remote host (appliances.lab.remote_hosts): its processes carry SKIFF_LAB=<name>
 and run this checkout's Python, as the lab's hosts share this machine.
 """
@@ -82,7 +87,7 @@ REQUIRED_TOOLS = ("ip", "bridge", "unshare", "busybox", "dnsmasq", "nft")
 DEFAULT_STATE_DIR = "/var/lib/skiff/host"
 KEY_ENV = "SKIFF_SSH_KEY"
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-URL_OPTIONS = ("keyfile", "statedir", "prefix", "lab", "underlay", "control")
+URL_OPTIONS = ("keyfile", "statedir", "prefix", "lab", "underlay", "control", "hostkey")
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,9 @@ class SshHostDriver(HostDriver):
             opts = url.options
             if not host.host_key:
                 raise ValueError("no SSH host key was pinned when it was added; add it again")
-            keyfile = None if host.password else (opts.get("keyfile") or os.environ.get(KEY_ENV))
-            if not host.password and not keyfile:
+            keyfile = opts.get("keyfile") or (None if host.password else os.environ.get(KEY_ENV))
+            password = None if keyfile else host.password
+            if not password and not keyfile:
                 raise ValueError(
                     f"needs a password or a private key (keyfile= in its URL, or ${KEY_ENV})"
                 )
@@ -200,7 +206,7 @@ class SshHostDriver(HostDriver):
                 port=url.port,
                 username=host.username or url.username or "root",
                 host_key=host.host_key,
-                password=host.password or None,
+                password=password or None,
                 key_path=keyfile,
                 **extra,
             )

@@ -1,0 +1,73 @@
+"""ansible/lab.yml with inventories/single, all four plays, as an operator runs it on
+one machine: the management server (every path under a temporary folder, a free
+port, the fallback supervisor), the netns host, the image (a stand-in archive: the
+real build is benchmarks/ansible_lab.py's) and the zone; then the cs-driven check
+(a network, an instance, a port forward, the page from the lab's Internet); a
+second run changes nothing. The server is stopped and the lab removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import pytest
+from labcheck import first_page
+from mgmt_env import DOWN, Deployment, free_port
+from playbooks import ANSIBLE, BIN, run_playbook
+from zonelab import stand_in_image
+
+from appliances.lab.lab import Lab
+from appliances.lab.testing import claimed, cleanup_stale_test_labs, new_lab_name
+
+INVENTORY = ANSIBLE / "inventories" / "single" / "hosts.yml"
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.slow,
+    pytest.mark.timeout(1800),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
+    pytest.mark.skipif(not (BIN / "ansible-playbook").exists(), reason="no ansible-playbook"),
+]
+
+
+def play(d: Deployment, playbook: str, **kwargs):
+    return asyncio.run(run_playbook(playbook, INVENTORY, d.root, extra_vars=d.vars(), **kwargs))
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab-single")
+    name = new_lab_name()
+    extra = {
+        "skiff_image_src": str(stand_in_image(root / "stand-in.tar.zst")),
+        "skiff_image_dir": str(root / "images"),
+        "skiff_zone_system_vm_image": "",
+    }
+    d = Deployment(root, name, free_port(), extra)
+    with claimed(name):
+        asyncio.run(cleanup_stale_test_labs())
+        try:
+            first = play(d, "lab.yml")
+            yield d, first
+        finally:
+            play(d, DOWN)
+            for pid in d.marked_pids():  # a failed stop must not leave a server
+                os.kill(pid, signal.SIGKILL)
+            asyncio.run(Lab(name).down(quiet=True))
+
+
+def test_lab_yml_deploys_a_lab_that_serves_a_page(deployed):
+    d, first = deployed
+    assert first.rc == 0 and first.failed == 0 and first.changed > 0, first.text[-6000:]
+    admin = json.loads((d.root / "home" / "admin.json").read_text())
+    url = f"http://127.0.0.1:{d.port}/client/api"
+    page = first_page(url, admin["apikey"], admin["secretkey"], d.lab, wait=180)
+    assert page.body.split()[:1] == ["check"], page
+
+
+def test_second_run_changes_nothing(deployed):
+    d, _ = deployed
+    second = play(d, "lab.yml")
+    assert second.rc == 0 and second.changed == 0, second.text[-6000:]
