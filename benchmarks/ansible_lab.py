@@ -54,7 +54,6 @@ def free_port() -> int:
 def lab_vars(root: Path, port: int, cold: bool) -> dict:
     return {
         "skiff_lab": LAB,
-        "ansible_python_interpreter": "/usr/bin/python3",
         "skiff_venv": str(root / "opt" / "venv"),
         "skiff_home": str(root / "home"),
         "skiff_log_dir": str(root / "log"),
