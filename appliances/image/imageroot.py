@@ -166,7 +166,10 @@ async def prepare(host: Host, appliance: ApplianceRoot, sha: str,
         await host.run(["rm", "-rf", "--", appliance.upper, appliance.work])
     await host.run(["mkdir", "-p", appliance.upper, appliance.work, appliance.mount,
                     appliance.boot_dir])
-    await host.run(["chmod", "0755", appliance.home, f"{appliance.home}/root"])
+    # the overlay's root directory takes the upper layer's mode: 0755 as an image's /,
+    # whatever the server's umask
+    await host.run(["chmod", "0755", appliance.home, f"{appliance.home}/root",
+                    appliance.upper, appliance.mount])
     await host.run(["chmod", "0700", appliance.boot_dir])
     await host.write_file(appliance.image_file, f"{sha}\n".encode(), 0o644)
     for name, data, mode in boot_files:

@@ -1,8 +1,9 @@
 """Prepare a fresh mount namespace, then exec a program in it.
 
-Run under ``unshare --mount --propagation private``: mounts a tmpfs on each --tmpfs
-path (so e.g. the router's /run, pid files and sockets, are its own), creates each
---mkdir directory, then replaces itself with the command after ``--``.
+Run under ``unshare --mount --propagation private``: sets the umask to 0022 (as an
+init would), mounts a tmpfs on each --tmpfs path (so e.g. the router's /run, pid files
+and sockets, are its own), creates each --mkdir directory, then replaces itself with
+the command after ``--``.
 
     python -m appliances.lab.nsinit --tmpfs /run -- python -m mgmt.cli agent ...
 
@@ -118,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     if (args.overlay or args.bind_ro) and not args.root:
         parser.error("--overlay and --bind-ro need --root")
     root = args.root or ""
+    # As an appliance's init would, before any mount point or folder is made: its files
+    # must be readable by its daemons' users (dnsmasq re-reads its hosts files as
+    # nobody), whatever umask the server that started it runs with (skiff_mgmt's unit
+    # and supervisor use 0077).
+    os.umask(0o022)
     try:
         if root:
             _root(args)

@@ -63,7 +63,17 @@ async def _agent_root(ns: str) -> Path | None:
     return None
 
 
-async def test_zone_setting_starts_the_networks_router_from_the_archive(built_image, tmp_path):
+@pytest.fixture
+def server_umask():
+    """The umask skiff_mgmt's systemd unit and fallback supervisor give the server (and so
+    everything it starts): the appliances must work whatever it is."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
+async def test_zone_setting_starts_the_networks_router_from_the_archive(built_image, tmp_path,
+                                                                        server_umask):
     async with cloud("qimg", tmp_path / "mgmt") as c:
         await c.call("updateConfiguration", name="system.vm.image", value=str(built_image.rootfs),
                      zoneid=c.zone.zone["id"])
@@ -80,3 +90,8 @@ async def test_zone_setting_starts_the_networks_router_from_the_archive(built_im
                      publicport=8080, privateport=80, virtualmachineid=vm["id"])
         body = await c.curl(f"http://{ip['ipaddress']}:8080/")
         assert body and body.split()[0] == "web1", body
+        # an instance added later reaches dnsmasq by SIGHUP: it re-reads its hosts file as
+        # nobody, through the overlay's / and /var/lib/skiff
+        vm2 = await c.deploy(network, "web2")
+        lease = await until(lambda: c.lease(vm2), lambda got: got.get("ip"), timeout=30)
+        assert lease.get("ip") == vm2["nic"][0]["ipaddress"], lease
