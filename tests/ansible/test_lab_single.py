@@ -1,9 +1,13 @@
 """ansible/lab.yml with inventories/single, all four plays, as an operator runs it on
 one machine: the management server (every path under a temporary folder, a free
-port, the fallback supervisor), the netns host, the image (a stand-in archive: the
-real build is benchmarks/ansible_lab.py's) and the zone; then the cs-driven check
-(a network, an instance, a port forward, the page from the lab's Internet); a
-second run changes nothing. The server is stopped and the lab removed afterwards.
+port, the fallback supervisor), the netns host, the image (really built by
+skiff_image, with the default package cache that tests/image shares) and the zone,
+whose routers then run from that image; then the cs-driven check (a network, an
+instance, a port forward, the page from the lab's Internet); a second run changes
+nothing. The server is stopped and the lab removed afterwards.
+
+SKIFF_IMAGE_TESTS=0 (no image tools) copies a stand-in archive instead and leaves
+system.vm.image empty: the routers run from this checkout.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from labcheck import first_page
@@ -40,11 +45,10 @@ def play(d: Deployment, playbook: str, **kwargs):
 def deployed(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab-single")
     name = new_lab_name()
-    extra = {
-        "skiff_image_src": str(stand_in_image(root / "stand-in.tar.zst")),
-        "skiff_image_dir": str(root / "images"),
-        "skiff_zone_system_vm_image": "",
-    }
+    extra = {"skiff_image_dir": str(root / "images")}
+    if os.environ.get("SKIFF_IMAGE_TESTS") == "0":
+        extra.update(skiff_image_src=str(stand_in_image(root / "stand-in.tar.zst")),
+                     skiff_zone_system_vm_image="")
     d = Deployment(root, name, free_port(), extra)
     with claimed(name):
         asyncio.run(cleanup_stale_test_labs())
@@ -65,6 +69,22 @@ def test_lab_yml_deploys_a_lab_that_serves_a_page(deployed):
     url = f"http://127.0.0.1:{d.port}/client/api"
     page = first_page(url, admin["apikey"], admin["secretkey"], d.lab, wait=180)
     assert page.body.split()[:1] == ["check"], page
+    if os.environ.get("SKIFF_IMAGE_TESTS") != "0":  # the router that forwarded it is the image's
+        [router] = [p for p in Path("/proc").glob("[0-9]*") if _is_router_of(p, d.lab)]
+        assert (router / "root/etc/skiff/image.json").is_file()
+
+
+def _is_router_of(proc: Path, lab: str) -> bool:
+    """Whether proc is the image's agent (its ``skiff boot --run``) in a router of lab."""
+    try:
+        cmdline = (proc / "cmdline").read_bytes()
+        netns = os.readlink(proc / "ns/net")
+    except OSError:
+        return False
+    if b"appliances.agent.boot" not in cmdline:
+        return False
+    ours = Path("/run/netns").glob(f"skf-{lab}-r-*")
+    return any(netns == f"net:[{os.stat(ns).st_ino}]" for ns in ours)
 
 
 def test_second_run_changes_nothing(deployed):
