@@ -14,9 +14,13 @@ single-machine inventory, as an operator runs it.
 
 The machine's Debian packages are already installed here (``make deps``); the
 roles' apt tasks then find them and install nothing, so the first run does not
-include their download. Everything else goes under one scratch folder (removed
-at the end, with the lab: ``mgmt-down.yml`` and ``skiff lab down``). Needs root.
-Run: ``.venv/bin/python benchmarks/ansible_lab.py [--cold]``.
+include their download. What that download costs is measured beside it: the roles'
+packages fetched again with ``apt-get --download-only --reinstall`` into the scratch
+folder (a lower bound: on a bare machine their dependencies come too).
+
+Everything else goes under one scratch folder (removed at the end, with the lab:
+``mgmt-down.yml`` and ``skiff lab down``). Needs root.
+Run: ``.venv/bin/python benchmarks/ansible_lab.py [--cold] [--keep]``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,36 @@ def play(playbook: Path, root: Path, extra: dict, log: str) -> tuple[float, dict
     return took, parse_recap(text), text
 
 
+ROLE_PACKAGES = (("skiff_mgmt", "skiff_mgmt_packages"), ("skiff_host", "skiff_host_packages"),
+                 ("skiff_image", "skiff_image_packages"))
+
+
+def role_packages() -> list[str]:
+    """The Debian packages the roles install when missing (their defaults)."""
+    import yaml
+
+    names: set[str] = set()
+    for role, var in ROLE_PACKAGES:
+        names.update(yaml.safe_load((ANSIBLE / "roles" / role / "defaults" / "main.yml")
+                                    .read_text())[var])
+    return sorted(names)
+
+
+def apt_download(dest: Path) -> tuple[float, float] | None:
+    """(seconds, MB) to download the roles' packages into dest; None if apt failed."""
+    (dest / "partial").mkdir(parents=True, exist_ok=True)
+    argv = ["apt-get", "install", "-y", "-qq", "--reinstall", "--download-only",
+            "--no-install-recommends", "-o", f"Dir::Cache::archives={dest}", *role_packages()]
+    start = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    took = time.monotonic() - start
+    if res.returncode:
+        progress(f"apt download failed (rc {res.returncode}): {res.stderr.strip()[-300:]}")
+        return None
+    size = sum(f.stat().st_size for f in dest.glob("*.deb"))
+    return took, size / 1e6
+
+
 def slowest(text: str, words: tuple[str, ...]) -> float | None:
     """The time profile_tasks gave the first task whose name holds one of ``words``."""
     for line in text.rsplit("PLAY RECAP", 1)[-1].splitlines():
@@ -127,6 +161,8 @@ def main() -> int:
         progress(f"page from {page.url}: {page.body.split()[0]!r} after {first:.1f} s")
         second, recap2, _ = play(ANSIBLE / "lab.yml", root, extra, "second.log")
         changed = sum(c.get("changed", 0) for c in recap2.values())
+        progress("the roles' packages downloaded again (what a bare machine adds)")
+        apt = apt_download(root / "apt-archives")
         image_s = slowest(text1, ("image",))
         venv_s = slowest(text1, ("dependencies", "wheel"))
         print("ansible/lab.yml, inventories/single (this machine; Debian packages present):")
@@ -135,6 +171,11 @@ def main() -> int:
         print(f"    of which the image build   {image_s if image_s is not None else 'na'} s"
               f"{' (empty cache)' if args.cold else ' (default cache)'}")
         print(f"    of which the venv/wheel    {venv_s if venv_s is not None else 'na'} s")
+        if apt is None:
+            print("    not included: apt download   na (apt-get failed)")
+        else:
+            print(f"    not included: apt download  {apt[0]:5.1f} s  ({len(role_packages())} "
+                  f"packages, {apt[1]:.0f} MB; their dependencies are here)")
         print(f"  second run                   {second:7.1f} s  changed={changed} "
               f"(target < 60 s, 0 changed)")
         print(f"  baseline: an empty play      {floor:7.1f} s")

@@ -1,15 +1,18 @@
 """skiff_db + skiff_mgmt with PostgreSQL: the role and database made in the suite's
 throwaway cluster (tests/conftest.py pg_cluster, an "existing server" to skiff_db),
 the server migrating its schema there at its first start, a second run changing
-nothing. The role's own local-cluster path (install postgresql, pg_ctlcluster) is
-not run here: it would start the machine's Debian cluster (see ansible/README.md)."""
+nothing. The role's own local-cluster path (postgresql installed, pg_createcluster,
+pg_ctlcluster) runs on a throwaway Debian cluster of its own name and port, never the
+machine's `main`, dropped afterwards."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import stat
+import subprocess
 import uuid
 
 import pytest
@@ -44,3 +47,49 @@ async def test_postgresql_deployment_serves_and_second_run_changes_nothing(pg_cl
         await run_playbook(DOWN, INVENTORY, tmp_path, extra_vars=extra)
         for pid in deployment.marked_pids():
             os.kill(pid, signal.SIGKILL)
+
+
+def _drop_cluster(version: str, name: str) -> None:
+    subprocess.run(["pg_dropcluster", "--stop", version, name], check=False,
+                   capture_output=True)
+
+
+def _test_clusters() -> list[tuple[str, str]]:
+    """(version, name) of the Debian clusters this test made (named skifftest...)."""
+    res = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
+                         check=False)
+    rows = [line.split() for line in res.stdout.splitlines()]
+    return [(r[0], r[1]) for r in rows if len(r) > 1 and r[1].startswith("skifftest")]
+
+
+@pytest.mark.skipif(shutil.which("pg_createcluster") is None or os.geteuid() != 0,
+                    reason="needs Debian's postgresql-common and root")
+async def test_local_debian_cluster_path_on_a_throwaway_cluster(tmp_path):
+    """The role's own local path (skiff_db_host empty): pg_createcluster, pg_ctlcluster
+    start (no systemd here), the role and database made as the postgres user, the
+    server on 127.0.0.1 with the generated password. Its own cluster name and a free
+    port, never the machine's `main`; dropped afterwards."""
+    for version, name in _test_clusters():  # left by an interrupted run
+        _drop_cluster(version, name)
+    cluster = f"skifftest{uuid.uuid4().hex[:8]}"
+    deployment = Deployment(tmp_path, cluster, free_port())
+    port = free_port()
+    extra = deployment.vars(skiff_db_engine="postgresql", skiff_db_cluster=cluster,
+                            skiff_db_port=port)
+    try:
+        first = await run_playbook(PLAYBOOK, INVENTORY, tmp_path, extra_vars=extra)
+        assert first.rc == 0 and first.failed == 0, first.text[-4000:]
+        assert [name for _, name in _test_clusters()] == [cluster]
+        url = deployment.facts()["skiff_db_url"]
+        assert url.startswith("postgresql://skiff:") and url.endswith(f"@127.0.0.1:{port}/skiff")
+        assert await asyncio.to_thread(deployment.api().listZones) == {}
+        assert not (tmp_path / "home" / "skiff.db").exists()
+        again = await run_playbook(PLAYBOOK, INVENTORY, tmp_path, extra_vars=extra)
+        assert again.rc == 0 and again.changed == 0, again.text
+    finally:
+        await run_playbook(DOWN, INVENTORY, tmp_path, extra_vars=extra)
+        for pid in deployment.marked_pids():
+            os.kill(pid, signal.SIGKILL)
+        for version, name in _test_clusters():
+            if name == cluster:
+                _drop_cluster(version, name)

@@ -127,6 +127,40 @@ async def test_second_run_changes_nothing(deployed):
     assert check.rc == 0 and check.changed == 0, check.text
 
 
+async def _host1_settings(ns: str) -> tuple[int, str]:
+    """brtest's MTU and send_redirects in host1's namespace."""
+    res = await run(["ip", "-n", ns, "-j", "link", "show", "dev", "brtest"])
+    res2 = await run(["ip", "netns", "exec", ns, "sysctl", "-n",
+                      "net.ipv4.conf.all.send_redirects"])
+    return json.loads(res.stdout)[0]["mtu"], res2.stdout.strip()
+
+
+async def test_check_mode_reports_host_changes_and_makes_none(deployed):
+    """host1 given a new bridge MTU and sysctl value: --check reports both as changes
+    and leaves the host as it is; the next run makes them."""
+    z, tmp, inventory, extra, _ = deployed
+    ns = f"skf-{z.name}-host1"
+    host_vars = inventory.parent / "host_vars" / "host1.yml"
+    original = host_vars.read_text()
+    host_vars.write_text(json.dumps({
+        "skiff_host_bridges": [{"name": "brtest", "mtu": 1450, "address": "10.99.0.1/24"}],
+        "skiff_host_sysctls": {"net.ipv4.conf.all.send_redirects": "1"},
+    }))
+    try:
+        check = await run_playbook(PLAYBOOK, inventory, tmp, extra_vars=extra, env=z.env,
+                                   check=True)
+        assert check.rc == 0 and check.recap["host1"]["changed"] == 2, check.text
+        assert check.recap["host2"]["changed"] == 0, check.text
+        assert "would set net.ipv4.conf.all.send_redirects=1" in check.text
+        assert "would run ip link set dev brtest mtu 1450" in check.text
+        assert await _host1_settings(ns) == (1400, "0")
+        applied = await run_playbook(PLAYBOOK, inventory, tmp, extra_vars=extra, env=z.env)
+        assert applied.rc == 0 and applied.recap["host1"]["changed"] == 2, applied.text
+        assert await _host1_settings(ns) == (1450, "1")
+    finally:
+        host_vars.write_text(original)
+
+
 async def test_a_host_presenting_another_key_is_refused(deployed):
     """host3 is added with host1's key in its URL: addHost connects, sees host3's own
     key, and refuses it."""
