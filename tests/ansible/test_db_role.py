@@ -8,6 +8,7 @@ machine's `main`, dropped afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -24,14 +25,29 @@ from mgmt.db.testing_pg import SUPERUSER
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
+@contextlib.asynccontextmanager
+async def deployed_twice(deployment: Deployment, extra: dict):
+    """The playbook's first run (it must succeed), the body's checks, then a second run
+    that must change nothing; the server is stopped whatever happens."""
+    tmp = deployment.root
+    try:
+        first = await run_playbook(PLAYBOOK, INVENTORY, tmp, extra_vars=extra)
+        assert first.rc == 0 and first.failed == 0, first.text[-4000:]
+        yield
+        again = await run_playbook(PLAYBOOK, INVENTORY, tmp, extra_vars=extra)
+        assert again.rc == 0 and again.changed == 0, again.text
+    finally:
+        await run_playbook(DOWN, INVENTORY, tmp, extra_vars=extra)
+        for pid in deployment.marked_pids():
+            os.kill(pid, signal.SIGKILL)
+
+
 async def test_postgresql_deployment_serves_and_second_run_changes_nothing(pg_cluster, tmp_path):
     name = f"am_{uuid.uuid4().hex[:8]}"
     deployment = Deployment(tmp_path, name.replace("_", ""), free_port())
     extra = deployment.vars(skiff_db_engine="postgresql", skiff_db_host=str(pg_cluster.socketdir),
                             skiff_db_admin_user=SUPERUSER, skiff_db_user=name, skiff_db_name=name)
-    try:
-        first = await run_playbook(PLAYBOOK, INVENTORY, tmp_path, extra_vars=extra)
-        assert first.rc == 0 and first.failed == 0, first.text[-4000:]
+    async with deployed_twice(deployment, extra):
         facts = deployment.facts()
         assert facts["skiff_db_url"].startswith(f"postgresql://{name}:")
         assert f"/{name}?host={pg_cluster.socketdir}" in facts["skiff_db_url"]
@@ -41,12 +57,6 @@ async def test_postgresql_deployment_serves_and_second_run_changes_nothing(pg_cl
         assert await asyncio.to_thread(deployment.api().listZones) == {}
         # the schema lives in PostgreSQL: no SQLite file was made
         assert not (tmp_path / "home" / "skiff.db").exists()
-        again = await run_playbook(PLAYBOOK, INVENTORY, tmp_path, extra_vars=extra)
-        assert again.rc == 0 and again.changed == 0, again.text
-    finally:
-        await run_playbook(DOWN, INVENTORY, tmp_path, extra_vars=extra)
-        for pid in deployment.marked_pids():
-            os.kill(pid, signal.SIGKILL)
 
 
 def _drop_cluster(version: str, name: str) -> None:
@@ -77,19 +87,14 @@ async def test_local_debian_cluster_path_on_a_throwaway_cluster(tmp_path):
     extra = deployment.vars(skiff_db_engine="postgresql", skiff_db_cluster=cluster,
                             skiff_db_port=port)
     try:
-        first = await run_playbook(PLAYBOOK, INVENTORY, tmp_path, extra_vars=extra)
-        assert first.rc == 0 and first.failed == 0, first.text[-4000:]
-        assert [name for _, name in _test_clusters()] == [cluster]
-        url = deployment.facts()["skiff_db_url"]
-        assert url.startswith("postgresql://skiff:") and url.endswith(f"@127.0.0.1:{port}/skiff")
-        assert await asyncio.to_thread(deployment.api().listZones) == {}
-        assert not (tmp_path / "home" / "skiff.db").exists()
-        again = await run_playbook(PLAYBOOK, INVENTORY, tmp_path, extra_vars=extra)
-        assert again.rc == 0 and again.changed == 0, again.text
+        async with deployed_twice(deployment, extra):
+            assert [name for _, name in _test_clusters()] == [cluster]
+            url = deployment.facts()["skiff_db_url"]
+            assert url.startswith("postgresql://skiff:")
+            assert url.endswith(f"@127.0.0.1:{port}/skiff")
+            assert await asyncio.to_thread(deployment.api().listZones) == {}
+            assert not (tmp_path / "home" / "skiff.db").exists()
     finally:
-        await run_playbook(DOWN, INVENTORY, tmp_path, extra_vars=extra)
-        for pid in deployment.marked_pids():
-            os.kill(pid, signal.SIGKILL)
         for version, name in _test_clusters():
             if name == cluster:
                 _drop_cluster(version, name)
