@@ -52,6 +52,10 @@ def test_first_run_serves_a_signed_api_with_the_keys_it_publishes(deployed):
     assert stat.S_IMODE(os.stat(deployed.root / "etc" / "mgmt.env").st_mode) == 0o600
     # the server and its supervisor carry the lab's mark (skiff lab down ends them)
     assert {deployed.pid(), deployed.pid(child=True)} <= set(deployed.marked_pids())
+    # skiff_zone's modules can run with the venv's Python (a remote management host)
+    res = subprocess.run([facts["skiff_python"], "-c", "import cs"], capture_output=True,
+                         text=True, check=False)
+    assert res.returncode == 0, res.stderr
 
 
 def test_second_run_changes_nothing(deployed):
