@@ -45,7 +45,9 @@ def play(d: Deployment, playbook: str, **kwargs):
 def deployed(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab-single")
     name = new_lab_name()
-    extra = {"skiff_image_dir": str(root / "images")}
+    # skiff_zone's modules run with the server's venv, as on a remote management host
+    # (test_zone_roles covers the default here, the playbook's own Python)
+    extra = {"skiff_image_dir": str(root / "images"), "skiff_zone_python": "{{ skiff_python }}"}
     if os.environ.get("SKIFF_IMAGE_TESTS") == "0":
         extra.update(skiff_image_src=str(stand_in_image(root / "stand-in.tar.zst")),
                      skiff_zone_system_vm_image="")
