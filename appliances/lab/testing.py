@@ -165,3 +165,18 @@ async def running_lab(
             await lab.down(quiet=True)
     finally:
         _release(name)
+
+
+async def image_agent_root(ns: str) -> Path | None:
+    """/proc/<pid>/root of the image's agent (its ``skiff boot --run``) in namespace ns:
+    the root file system an appliance started from the system-VM image runs in; None
+    when no such process runs there (e.g. a router from this checkout)."""
+    res = await netns.run(["ip", "netns", "pids", ns], check=False)
+    for pid in res.stdout.split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"appliances.agent.boot" in cmdline:
+            return Path(f"/proc/{pid}/root")
+    return None

@@ -25,7 +25,12 @@ from playbooks import ANSIBLE, BIN, run_playbook
 from zonelab import stand_in_image
 
 from appliances.lab.lab import Lab
-from appliances.lab.testing import claimed, cleanup_stale_test_labs, new_lab_name
+from appliances.lab.testing import (
+    claimed,
+    cleanup_stale_test_labs,
+    image_agent_root,
+    new_lab_name,
+)
 
 INVENTORY = ANSIBLE / "inventories" / "single" / "hosts.yml"
 pytestmark = [
@@ -72,21 +77,9 @@ def test_lab_yml_deploys_a_lab_that_serves_a_page(deployed):
     page = first_page(url, admin["apikey"], admin["secretkey"], d.lab, wait=180)
     assert page.body.split()[:1] == ["check"], page
     if os.environ.get("SKIFF_IMAGE_TESTS") != "0":  # the router that forwarded it is the image's
-        [router] = [p for p in Path("/proc").glob("[0-9]*") if _is_router_of(p, d.lab)]
-        assert (router / "root/etc/skiff/image.json").is_file()
-
-
-def _is_router_of(proc: Path, lab: str) -> bool:
-    """Whether proc is the image's agent (its ``skiff boot --run``) in a router of lab."""
-    try:
-        cmdline = (proc / "cmdline").read_bytes()
-        netns = os.readlink(proc / "ns/net")
-    except OSError:
-        return False
-    if b"appliances.agent.boot" not in cmdline:
-        return False
-    ours = Path("/run/netns").glob(f"skf-{lab}-r-*")
-    return any(netns == f"net:[{os.stat(ns).st_ino}]" for ns in ours)
+        [ns] = [p.name for p in Path("/run/netns").glob(f"skf-{d.lab}-r-*")]
+        root = asyncio.run(image_agent_root(ns))
+        assert root is not None and (root / "etc/skiff/image.json").is_file()
 
 
 def test_second_run_changes_nothing(deployed):

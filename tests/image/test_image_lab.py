@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliances.lab.baseline import derive
-from appliances.lab.netns import run
-from appliances.lab.testing import lab_skip_reason, running_lab
+from appliances.lab.testing import image_agent_root, lab_skip_reason, running_lab
 from tests.e2e.e2e_traffic import until
 from tests.e2e.orchestration import cloud
 
@@ -50,19 +49,6 @@ async def test_router_from_the_rootfs_archive_leases_and_forwards(built_image):
         assert res.ok and res.stdout.split()[0] == "g1", res
 
 
-async def _agent_root(ns: str) -> Path | None:
-    """/proc/<pid>/root of the agent process in namespace ns."""
-    res = await run(["ip", "netns", "pids", ns])
-    for pid in res.stdout.split():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"appliances.agent.boot" in cmdline:
-            return Path(f"/proc/{pid}/root")
-    return None
-
-
 @pytest.fixture
 def server_umask():
     """The umask skiff_mgmt's systemd unit and fallback supervisor give the server (and so
@@ -81,7 +67,7 @@ async def test_zone_setting_starts_the_networks_router_from_the_archive(built_im
         vm = await c.deploy(network, "web1")
         [router] = (await c.call("listRouters", networkid=network["id"]))["router"]
         assert router["state"] == "Running"
-        root = await _agent_root(c.ns(router["name"]))
+        root = await image_agent_root(c.ns(router["name"]))
         assert root is not None and (root / "etc/skiff/image.json").is_file()
         lease = await until(lambda: c.lease(vm), lambda got: got.get("ip"), timeout=30)
         assert lease.get("ip") == vm["nic"][0]["ipaddress"], lease
