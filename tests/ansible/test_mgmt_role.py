@@ -64,6 +64,14 @@ def test_second_run_changes_nothing(deployed):
     assert again.changed == 0, again.text
 
 
+def test_the_shipped_mgmt_yml_finds_the_same_state(deployed):
+    """ansible/mgmt.yml, the operator's playbook (the tests' mgmt_only.yml is it plus a
+    task handing over the facts), changes nothing on this deployment."""
+    shipped = play(deployed, "mgmt.yml")
+    assert shipped.rc == 0 and shipped.failed == 0, shipped.text[-4000:]
+    assert shipped.changed == 0, shipped.text
+
+
 def test_check_mode_on_the_deployed_machine_reports_no_change(deployed):
     checked = play(deployed, check=True)
     assert checked.rc == 0 and checked.changed == 0, checked.text
