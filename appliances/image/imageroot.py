@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from appliances.common.files import atomic_write
 from appliances.common.proc import Result
 
 ROOTS = os.environ.get("SKIFF_IMAGE_ROOTS", "/var/lib/skiff/image-roots")
@@ -67,16 +68,7 @@ class LocalHost:
         return await proc.run(argv, check=check, timeout=timeout, input=input)
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        atomic_write(Path(path), data, mode)
 
 
 #: (host id, archive, size and mtime) -> sha256: hashing 150 MB costs half a second.

@@ -9,12 +9,12 @@ executor that needs a command string (SSH) quotes every element itself.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from appliances.common import proc
+from appliances.common.files import atomic_write
 from appliances.common.proc import Result
 from appliances.lab import daemons
 
@@ -61,16 +61,7 @@ class LocalExecutor:
         return daemons.spawn_argv(self.mark, argv, Path(log), env)
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        atomic_write(Path(path), data, mode)
 
     async def close(self) -> None:
         daemons.reap()
